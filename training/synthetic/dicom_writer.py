@@ -104,6 +104,7 @@ def write_series(
     transfer_syntax: UID | str = ExplicitVRLittleEndian,
     instance_numbers: Sequence[int] | None = None,
     file_names: Sequence[str] | None = None,
+    sop_instance_uids: Sequence[str] | None = None,
 ) -> list[Path]:
     """Write ``pixels`` as one DICOM file per slice and return the paths written.
 
@@ -122,6 +123,8 @@ def write_series(
         transfer_syntax: one of :data:`SUPPORTED_TRANSFER_SYNTAXES`.
         instance_numbers: InstanceNumber per slice (default 1..S); lets tests shuffle numbering.
         file_names: file name per slice (default ``IM{n:04d}.dcm``).
+        sop_instance_uids: SOPInstanceUID per slice (default fresh UIDs); lets a seeded generator
+            write byte-identical studies and record which image is which.
 
     Returns:
         The written file paths, in slice order.
@@ -143,8 +146,9 @@ def write_series(
     n_slices = volume.shape[0]
     numbers = list(instance_numbers) if instance_numbers is not None else list(range(1, n_slices + 1))
     names = list(file_names) if file_names is not None else [f"IM{n:04d}.dcm" for n in range(1, n_slices + 1)]
-    if len(numbers) != n_slices or len(names) != n_slices:
-        raise ValueError("instance_numbers and file_names need one entry per slice")
+    uids = list(sop_instance_uids) if sop_instance_uids is not None else [generate_uid() for _ in range(n_slices)]
+    if len(numbers) != n_slices or len(names) != n_slices or len(uids) != n_slices:
+        raise ValueError("instance_numbers, file_names and sop_instance_uids need one entry per slice")
 
     spacing = geometry.spacing_mm
     row_direction = geometry.affine[:3, 2] / spacing[2]
@@ -159,7 +163,7 @@ def write_series(
     for index in range(n_slices):
         meta = FileMetaDataset()
         meta.MediaStorageSOPClassUID = _SOP_CLASS[modality]
-        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.MediaStorageSOPInstanceUID = uids[index]
         meta.TransferSyntaxUID = ExplicitVRLittleEndian
         meta.ImplementationClassUID = pydicom.uid.PYDICOM_IMPLEMENTATION_UID
 
@@ -221,7 +225,8 @@ def write_series(
             ds.file_meta.TransferSyntaxUID = syntax
         else:
             ds.PixelData = frame.tobytes()
-            ds.compress(syntax, frame)
+            # Keep the caller's SOPInstanceUID: pydicom would otherwise replace it on compression.
+            ds.compress(syntax, frame, generate_instance_uid=False)
 
         path = out / names[index]
         ds.save_as(path, enforce_file_format=True)
