@@ -110,6 +110,15 @@ def test_corners_surround_the_centroid_in_the_documented_order() -> None:
         assert np.allclose(rel @ np.cross(v.superior_axis, v.anterior_axis), 0.0, atol=2.5)
 
 
+def test_body_centroids_lie_in_marrow() -> None:
+    """The truth centroid is inside the vertebral body, in marrow: no shell or artefact sits on it
+    (the body's radial distance is undefined exactly on its axis)."""
+    phantom = make_phantom(np.random.default_rng(5), AnatomyConfig(pathology_rate=0.0, cancer=False))
+    bodies = [v for v in phantom.vertebrae if v.level not in ("C1",)]  # C1 has no body
+    labels = phantom.tissue_labels(np.array([v.centroid_mm for v in bodies]))
+    assert set(labels.tolist()) == {int(Tissue.MARROW)}
+
+
 def test_vertebral_sizes_grow_cranio_caudally() -> None:
     v = by_level(standard())
     assert v["C4"].height_mm < v["T6"].height_mm < v["L3"].height_mm

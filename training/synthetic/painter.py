@@ -830,7 +830,10 @@ class Painter:
         xl = np.abs(ll) / w2
         norm = np.sqrt(xa**2 + xl**2)
         r = np.sqrt(aa**2 + ll**2)
-        d_r = r - r / np.maximum(norm, 1e-3)
+        # r / norm is the wall's radius along the point's direction; on the body axis itself that
+        # direction is undefined (0/0), and the point is as deep inside as a point can be.
+        on_axis = norm < 1e-6
+        d_r = np.where(on_axis, -np.minimum(d2, w2), r - r / np.where(on_axis, 1.0, norm))
         # Degenerative osteophytes: anterior/lateral lips growing out at the endplate margins.
         spur_top, spur_bottom = sc.osteophytes[v, 0], sc.osteophytes[v, 1]
         if np.any(spur_top > 0) or np.any(spur_bottom > 0):
