@@ -1,0 +1,45 @@
+"""Report writer operator: stage results → ``spine_report.json`` + ``spine_report.csv``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from monai.deploy.core import ExecutionContext, Fragment, InputContext, Operator, OperatorSpec, OutputContext
+
+from operators.core.report import SoftwareInfo, study_report, write_report
+
+logger = logging.getLogger(__name__)
+
+
+class ReportWriterOperator(Operator):
+    """Build the study report, validate it against ``spine_report.schema.json`` and write it
+    atomically into the output folder (see :mod:`operators.core.report`).
+
+    Input ports:
+        ``study``: :class:`~operators.core.dicom_io.StudyScan` (series and loader warnings).
+        ``decisions``: ``list[SeriesDecision]`` from the series selector.
+
+    Later stages add their own input ports here (vertebrae, discs, Bilsky grades) and pass them on
+    to :func:`~operators.core.report.study_report`.
+
+    Raises (out of ``compute``, ending the run):
+        ReportValidationError: the report breaks the schema (a bug; nothing is written).
+        ReportWriteError: the output folder cannot be written.
+    """
+
+    def __init__(self, fragment: Fragment, *args, output_folder: Path, software: SoftwareInfo, **kwargs) -> None:
+        """``output_folder``: where the report goes (the app's ``-o``); ``software``: name, version, models."""
+        self.output_folder = Path(output_folder)
+        self.software = software
+        super().__init__(fragment, *args, **kwargs)
+
+    def setup(self, spec: OperatorSpec) -> None:
+        spec.input("study")
+        spec.input("decisions")
+
+    def compute(self, op_input: InputContext, op_output: OutputContext, context: ExecutionContext) -> None:
+        study = op_input.receive("study")
+        decisions = op_input.receive("decisions")
+        files = write_report(study_report(study, decisions, self.software), self.output_folder)
+        logger.info("wrote %s and %s", files.json_path.name, files.csv_path.name)

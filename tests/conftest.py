@@ -1,0 +1,236 @@
+"""Shared test fixtures: small real DICOM studies, the generated synthetic study, app runners.
+
+Studies are written once per test session (session-scoped fixtures under pytest's tmp folder) and
+must be treated as read-only by tests; a test that needs to change one copies it first
+(:func:`copy_study`).
+
+Every DICOM file written here carries the identifiers in :data:`PATIENT`; tests scan console
+output and logs for :data:`PATIENT_IDENTIFIERS` to prove they never leak.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+import pytest
+
+from operators.core.geometry import VolumeGeometry
+from training.synthetic.dicom_writer import PatientStudy, write_series
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+#: Patient and study identifiers written into every test study. They are deliberately distinctive so
+#: that a leak cannot hide behind a common word.
+PATIENT = PatientStudy(
+    patient_name="QUIRINUS^ZEPHYRA^M",
+    patient_id="PID-7731-XQ",
+    patient_birth_date="19471103",
+    accession_number="ACC99812ZZ",
+)
+PATIENT_IDENTIFIERS: tuple[str, ...] = ("QUIRINUS", "ZEPHYRA", "PID-7731-XQ", "19471103", "ACC99812ZZ")
+#: A second patient, for the "two patients in one folder" case.
+OTHER_PATIENT = PatientStudy(
+    patient_name="VANTABLACK^OSWIN",
+    patient_id="PID-5520-KW",
+    patient_birth_date="19520214",
+    accession_number="ACC11223QQ",
+)
+OTHER_IDENTIFIERS: tuple[str, ...] = ("VANTABLACK", "OSWIN", "PID-5520-KW", "19520214", "ACC11223QQ")
+
+#: Acquisition tags of the series kinds the tests write: what a 1.5 T TSE protocol records.
+_SE = {"ScanningSequence": "SE", "SequenceVariant": ["SK", "OSP"], "MRAcquisitionType": "2D", "MagneticFieldStrength": 1.5}
+SERIES_TAGS: dict[str, dict[str, Any]] = {
+    "sag_t1": {**_SE, "EchoTime": 11.0, "RepetitionTime": 550.0, "EchoTrainLength": 3},
+    "sag_t2": {**_SE, "EchoTime": 105.0, "RepetitionTime": 3600.0, "EchoTrainLength": 17},
+    "ax_t2": {**_SE, "EchoTime": 100.0, "RepetitionTime": 4200.0, "EchoTrainLength": 20},
+}
+#: ImageOrientationPatient per plane: sagittal rows run anterior → posterior and columns head → foot;
+#: axial rows run right → left and columns anterior → posterior.
+ORIENTATION: dict[str, tuple[float, ...]] = {
+    "sagittal": (0.0, 1.0, 0.0, 0.0, 0.0, -1.0),
+    "axial": (1.0, 0.0, 0.0, 0.0, 1.0, 0.0),
+}
+
+
+def series_geometry(plane: str, n_slices: int, size: int, spacing_mm: float = 1.5, step_mm: float = 4.0) -> VolumeGeometry:
+    """Geometry of a small ``(n_slices, size, size)`` stack centred near the lumbar spine."""
+    first = (-(n_slices - 1) * step_mm / 2, -60.0, 80.0) if plane == "sagittal" else (-24.0, -60.0, -40.0)
+    return VolumeGeometry.from_dicom(ORIENTATION[plane], first, (spacing_mm, spacing_mm), (n_slices, size, size), step_mm)
+
+
+def write_test_series(
+    folder: Path,
+    kind: str,
+    *,
+    study: PatientStudy = PATIENT,
+    n_slices: int = 7,
+    size: int = 32,
+    series_number: int = 1,
+    description: str | None = None,
+    extra_tags: Mapping[str, Any] | None = None,
+    seed: int = 0,
+) -> list[Path]:
+    """Write one small MR series of ``kind`` (a key of :data:`SERIES_TAGS`) into ``folder``.
+
+    The image is a bright ellipse in Rician-like noise: enough for readers and viewers, cheap to write.
+    """
+    plane = "axial" if kind.startswith("ax") else "sagittal"
+    rng = np.random.default_rng(seed)
+    rows, columns = np.mgrid[0:size, 0:size]
+    ellipse = ((rows - size / 2) / (size / 3)) ** 2 + ((columns - size / 2) / (size / 4)) ** 2 < 1
+    pixels = rng.normal(60.0, 15.0, (n_slices, size, size)).clip(0) + 400.0 * ellipse
+    return write_series(
+        pixels,
+        series_geometry(plane, n_slices, size),
+        folder,
+        modality="MR",
+        study=study,
+        series_number=series_number,
+        series_description=kind if description is None else description,
+        extra_tags={**SERIES_TAGS[kind], **(extra_tags or {})},
+        file_names=[f"s{series_number:02d}_{i:03d}.dcm" for i in range(n_slices)],
+    )
+
+
+def write_small_study(folder: Path, study: PatientStudy = PATIENT) -> Path:
+    """A minimal lumbar MR study: sagittal T1 (series 1), sagittal T2 (2), axial T2 (3). Returns ``folder``."""
+    for number, kind in enumerate(("sag_t1", "sag_t2", "ax_t2"), start=1):
+        write_test_series(folder / kind, kind, study=study, series_number=number, seed=number)
+    return folder
+
+
+def copy_study(source: Path, destination: Path) -> Path:
+    """Copy a session study so a test can change it."""
+    shutil.copytree(source, destination)
+    return destination
+
+
+@pytest.fixture(scope="session")
+def small_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Read-only minimal study (3 MR series, 7 slices of 32×32 each)."""
+    return write_small_study(tmp_path_factory.mktemp("small_study"))
+
+
+@pytest.fixture(scope="session")
+def generated_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """Read-only lumbar study from the project's generator (seed 0): ``(study folder, truth dict)``."""
+    from training.synthetic.study import StudyConfig, generate_study
+
+    out = tmp_path_factory.mktemp("generated_lumbar")
+    truth = generate_study(0, out, StudyConfig(field_of_view="lumbar"))
+    return out / "study", truth
+
+
+# --------------------------------------------------------------------------------------------------
+# Running the app
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AppRun:
+    """Outcome of one app run: exit code and everything it printed."""
+
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def console(self) -> str:
+        return self.stdout + self.stderr
+
+
+@pytest.fixture
+def run_app(capfd: pytest.CaptureFixture[str]):
+    """Run the app in this process (``spine-map`` arguments) and capture the console at the fd level,
+    so that output of Holoscan's C++ logger is captured too."""
+
+    def run(*args: str | os.PathLike[str]) -> AppRun:
+        from app.cli import run_app_main
+
+        capfd.readouterr()
+        code = run_app_main([str(a) for a in args])
+        captured = capfd.readouterr()
+        return AppRun(code, captured.out, captured.err)
+
+    return run
+
+
+@dataclass
+class CapturedConsole:
+    """What :func:`capture_fds` caught; filled when its ``with`` block ends."""
+
+    stdout: str = ""
+    stderr: str = ""
+
+
+@contextlib.contextmanager
+def capture_fds() -> Iterator[CapturedConsole]:
+    """Capture file descriptors 1 and 2 (Python and C++ output alike) where pytest's function-scoped
+    ``capfd`` cannot be used, e.g. in a module-scoped fixture."""
+    captured = CapturedConsole()
+    files = [tempfile.TemporaryFile() for _ in range(2)]
+    saved = [os.dup(1), os.dup(2)]
+    # pytest may have replaced sys.stdout/sys.stderr: point them at the same files as the fds.
+    streams = [open(file.fileno(), "w", encoding="utf-8", buffering=1, closefd=False) for file in files]
+    saved_streams = sys.stdout, sys.stderr
+    saved_streams[0].flush()
+    saved_streams[1].flush()
+    try:
+        for fd, file in zip((1, 2), files):
+            os.dup2(file.fileno(), fd)
+        sys.stdout, sys.stderr = streams
+        yield captured
+    finally:
+        for stream in streams:
+            stream.flush()
+            stream.close()
+        sys.stdout, sys.stderr = saved_streams
+        for fd, saved_fd in zip((1, 2), saved):
+            os.dup2(saved_fd, fd)
+            os.close(saved_fd)
+        texts = []
+        for file in files:
+            file.seek(0)
+            texts.append(file.read().decode("utf-8", errors="replace"))
+            file.close()
+        captured.stdout, captured.stderr = texts
+
+
+def start_subprocess(*args: str | os.PathLike[str], cwd: Path = REPO_ROOT) -> subprocess.Popen[str]:
+    """Start a command (``sys.executable`` for ``python``) as a user would, from ``cwd``; see
+    :func:`finish_subprocess`. Starting several before finishing any runs them side by side."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HOLOSCAN_", "SPINE_MAP_"))}
+    return subprocess.Popen(
+        [str(a) for a in args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def finish_subprocess(process: subprocess.Popen[str], timeout: float = 300) -> AppRun:
+    """Wait for a :func:`start_subprocess` command and return what it did."""
+    stdout, stderr = process.communicate(timeout=timeout)
+    return AppRun(process.returncode, stdout, stderr)
+
+
+def run_subprocess(*args: str | os.PathLike[str], cwd: Path = REPO_ROOT, timeout: float = 300) -> AppRun:
+    """Run a command as a user would (see :func:`start_subprocess`) and wait for it."""
+    return finish_subprocess(start_subprocess(*args, cwd=cwd), timeout)
+
+
+def venv_script(name: str) -> Path:
+    """A console script installed next to the running interpreter (``monai-deploy``, ``spine-map``)."""
+    return Path(sys.executable).parent / name
+
+
+def assert_clean_console(run: AppRun, identifiers: tuple[str, ...] = PATIENT_IDENTIFIERS) -> None:
+    """No traceback, no patient identifier, nothing but one-line ``spine-map:`` messages."""
+    assert "Traceback" not in run.console, run.console
+    assert "At:\n" not in run.console, run.console  # Holoscan's rendering of a Python exception
+    for value in identifiers:
+        assert value.lower() not in run.console.lower(), f"{value!r} leaked into the console"
