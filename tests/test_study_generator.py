@@ -18,9 +18,10 @@ from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGBaseline8B
 from operators.core.geometry import VolumeGeometry, orientation_vectors
 from operators.core.gradings import BILSKY_CT_CLASSES, BILSKY_MR_GRADES
 from operators.core.levels import is_level
+from operators.core.series_roles import ROLES
 from training.__main__ import main as training_main
 from training.synthetic.acquisition import rotation_between
-from training.synthetic.study import ROLES, StudyConfig, body_outline_mm, generate_study
+from training.synthetic.study import StudyConfig, body_outline_mm, generate_study
 
 LUMBAR_CONFIG = StudyConfig(
     field_of_view="lumbar",
@@ -288,3 +289,19 @@ def test_rotation_between_maps_a_onto_b(a: list[float], b: list[float]) -> None:
     np.testing.assert_allclose(rotation @ rotation.T, np.eye(3), atol=1e-9)
     assert np.linalg.det(rotation) == pytest.approx(1.0)
     np.testing.assert_allclose(rotation @ (np.array(a) / np.linalg.norm(a)), np.array(b) / np.linalg.norm(b), atol=1e-9)
+
+
+def test_composed_dixon_water_series_stays_recognisably_fat_suppressed(tmp_path):
+    """A whole-spine series composed from stations is DERIVED, but must keep what its images are:
+    a composed Dixon water T2 without DIXON\\WATER would carry no fat-suppression tag at all."""
+    from operators.core.dicom_io import scan_study_folder
+    from operators.core.series_roles import assign_roles
+
+    config = StudyConfig(field_of_view="whole", whole_spine_stations=1, series_kinds=("sag_t2", "sag_t2_fs"))
+    truth = generate_study(2, tmp_path, config)  # seed 2 makes the T2 FS a Dixon water image
+    scan = scan_study_folder(tmp_path / "study")
+    fat_suppressed = next(s for s in truth["series"] if s["kind"] == "sag_t2_fs")
+    image_type = scan.series_by_uid(fat_suppressed["series_instance_uid"]).tags.image_type
+    assert {"DIXON", "WATER", "COMPOSED"} <= set(image_type)
+    roles = {d.series_instance_uid: d.role for d in assign_roles(scan.series)}
+    assert all(roles[s["series_instance_uid"]] == s["expected_role"] for s in truth["series"])

@@ -421,7 +421,8 @@ def cranio_caudal_range(geometries: Sequence[VolumeGeometry]) -> tuple[float, fl
     return min(lows), max(highs)
 
 
-def _overlap_fraction(a: tuple[float, float], b: tuple[float, float]) -> float:
+def overlap_fraction(a: tuple[float, float], b: tuple[float, float]) -> float:
+    """Overlap of two ``(low, high)`` intervals as a fraction of the shorter one (shorter than 1 mm counts as 1 mm)."""
     overlap = min(a[1], b[1]) - max(a[0], b[0])
     shorter = max(min(a[1] - a[0], b[1] - b[0]), 1.0)
     return max(overlap, 0.0) / shorter
@@ -619,7 +620,7 @@ def assign_roles(series: Sequence[DicomSeries]) -> list[SeriesDecision]:
         ordered = sorted(candidates, key=functools.cmp_to_key(lambda a, b: _compare(a, b)[0]))
         kept: list[_Candidate] = []
         for candidate in ordered:
-            rivals = [k for k in kept if _overlap_fraction(k.z_range, candidate.z_range) >= STATION_OVERLAP]
+            rivals = [k for k in kept if overlap_fraction(k.z_range, candidate.z_range) >= STATION_OVERLAP]
             hint_warnings = _hint_warnings(candidate.series, candidate.sentence) if candidate.from_description else ()
             indices = tuple(s.index for s in candidate.stacks)
             if rivals:

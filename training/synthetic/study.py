@@ -68,7 +68,8 @@ DICOM
 
 Roles (``expected_role``) follow the brief's selection rules (:func:`assign_roles`); a series'
 cranio-caudal range is its axial slice centres ± half a step, or the z-extent of the outer edges of
-its middle sagittal/coronal slice (:meth:`SeriesPlan.cranio_caudal_range`).
+its middle sagittal/coronal slice (:func:`operators.core.series_roles.cranio_caudal_range`, shared with
+the selector so both sides measure coverage alike).
 
 ``fully_in_view`` is computed from the written geometry with :func:`body_outline_mm`.
 
@@ -97,6 +98,7 @@ from pydicom.uid import (
 from operators.core.geometry import VolumeGeometry, obliquity_degrees
 from operators.core.gradings import bilsky_ct_class
 from operators.core.levels import level_order
+from operators.core.series_roles import cranio_caudal_range, overlap_fraction
 from training.synthetic import acquisition as acq
 from training.synthetic.dicom_writer import PatientStudy, write_series
 from training.synthetic.phantom import AnatomyConfig, SpinePhantom, make_phantom
@@ -123,7 +125,6 @@ CT_KINDS: tuple[str, ...] = ("ct_axial", "ct_sag_reformat", "ct_cor_reformat", "
 KINDS: tuple[str, ...] = MR_KINDS + CT_KINDS
 DUPLICATES: tuple[str, ...] = ("repeat_sag_t2", "lowres_sag_t2")
 LAYOUTS: tuple[str, ...] = ("flat", "per_series", "nested")
-ROLES: tuple[str, ...] = ("sag_t1", "sag_t2", "sag_stir", "ax_t2", "ct_axial", "unused")
 
 #: Kinds that are candidates for a role, and their rank within it (lower wins: a true STIR beats a
 #: fat-saturated T2, a TSE axial T2 beats a GRE T2*).
@@ -334,24 +335,8 @@ class SeriesPlan:
         return sum(s.geometry.shape[0] for s in self.stacks)
 
     def cranio_caudal_range(self) -> tuple[float, float]:
-        """LPS z interval (mm) the series covers: for axial stacks the slice centres ± half the slice
-        step (an angled slab's tilt across the FOV is not coverage); for sagittal/coronal stacks the
-        outer edges of the middle slice's field of view."""
-        lows, highs = [], []
-        for stack in self.stacks:
-            g = stack.geometry
-            s, r, c = g.shape
-            if g.plane == "axial":
-                centres = g.index_to_lps(np.stack([np.arange(s), np.full(s, (r - 1) / 2), np.full(s, (c - 1) / 2)], 1))
-                half = abs(float(g.affine[2, 0])) / 2
-                lows.append(float(centres[:, 2].min()) - half)
-                highs.append(float(centres[:, 2].max()) + half)
-            else:
-                mid = (s - 1) / 2
-                edges = g.index_to_lps([[mid, i, j] for i in (-0.5, r - 0.5) for j in (-0.5, c - 0.5)])
-                lows.append(float(edges[:, 2].min()))
-                highs.append(float(edges[:, 2].max()))
-        return min(lows), max(highs)
+        """LPS z interval (mm) the series covers, by the selector's own definition."""
+        return cranio_caudal_range([stack.geometry for stack in self.stacks])
 
 
 def _grid(
@@ -703,13 +688,6 @@ def _why_lost(loser: SeriesPlan, winner: SeriesPlan) -> str:
     return "identical candidate"
 
 
-def _overlap_fraction(a: tuple[float, float], b: tuple[float, float]) -> float:
-    """Overlap of two intervals as a fraction of the shorter one."""
-    inter = min(a[1], b[1]) - max(a[0], b[0])
-    shorter = max(min(a[1] - a[0], b[1] - b[0]), 1e-6)
-    return max(0.0, inter) / shorter
-
-
 def assign_roles(plans: list[SeriesPlan]) -> None:
     """Set ``role`` and ``role_reason`` on every plan by the brief's selection rules (in place)."""
     by_role: dict[str, list[SeriesPlan]] = {}
@@ -722,7 +700,7 @@ def assign_roles(plans: list[SeriesPlan]) -> None:
         kept: list[SeriesPlan] = []
         for plan in sorted(candidates, key=_preference):
             span = plan.cranio_caudal_range()
-            rival = next((k for k in kept if _overlap_fraction(span, k.cranio_caudal_range()) >= 0.5), None)
+            rival = next((k for k in kept if overlap_fraction(span, k.cranio_caudal_range()) >= 0.5), None)
             if rival is None:
                 kept.append(plan)
                 plan.role, plan.role_reason = role, f"{role} candidate kept"
@@ -949,7 +927,9 @@ class _Study:
         protocol = sample_mr_protocol(kind, self.vendor, self.field_t, self.rng)
         if composed:
             tags = dict(protocol.tags)
-            tags["ImageType"] = ["DERIVED", "PRIMARY", "M", "COMPOSED"]
+            # A composed series is derived from its stations but keeps what the images are (M, or
+            # DIXON\WATER for a Dixon water image): dropping that would hide the fat suppression.
+            tags["ImageType"] = ["DERIVED", "PRIMARY", *protocol.tags["ImageType"][2:], "COMPOSED"]
             protocol = replace(protocol, tags=tags, description=f"{protocol.description}_COMP")
         plan = SeriesPlan(kind, "MR", stacks, protocol, composed=composed)
         self.plans.append(plan)
