@@ -11,7 +11,7 @@ import importlib
 import sys
 
 #: Modules providing sub-commands, each with ``add_parser(subparsers)``.
-COMMANDS: tuple[str, ...] = ("training.synthetic.cli",)
+COMMANDS: tuple[str, ...] = ("training.synthetic.cli", "training.synthetic.preview", "training.evaluate")
 
 
 def build_parser() -> argparse.ArgumentParser:

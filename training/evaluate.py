@@ -1,0 +1,165 @@
+"""``python -m training evaluate <target>``: measure a stage on fresh generated studies.
+
+Every evaluation generates its own studies from seeds the training code never uses (the default
+first seed is 900000), runs the same core code the app runs, prints a table and can write JSON.
+Targets:
+
+* ``roles`` — series selector: every generated series' role from
+  :func:`operators.core.series_roles.assign_roles` (after loading the study folder with
+  :func:`operators.core.dicom_io.scan_study_folder`) against the generator's ``expected_role``.
+  Studies cycle through :data:`ROLE_EVALUATION_CONFIGS` so that every variation is covered:
+  random protocols, duplicate series with half the descriptions corrupted, MR + CT studies, whole-spine
+  stations, per-disc angled axial stacks, and studies holding every series kind the generator makes
+  (fat-sat and post-contrast T1, GRE and T1 axials, coronal, DWI/ADC, localisers, CT reformats and scouts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from operators.core.dicom_io import scan_study_folder
+from operators.core.series_roles import assign_roles
+from training.synthetic.study import CT_KINDS, DUPLICATES, MR_KINDS, StudyConfig, generate_study
+
+#: Default first seed of evaluation studies (kept far from training seeds).
+EVALUATION_FIRST_SEED = 900_000
+
+#: Study configurations the role evaluation cycles through (``None`` fields stay random).
+ROLE_EVALUATION_CONFIGS: tuple[tuple[str, StudyConfig], ...] = (
+    ("random", StudyConfig()),
+    ("duplicates+bad descriptions", StudyConfig(duplicates=DUPLICATES, description_corruption_rate=0.5)),
+    ("MR+CT", StudyConfig(modalities="mr+ct")),
+    ("whole spine stations", StudyConfig(field_of_view="whole")),
+    ("angled axials", StudyConfig(field_of_view="lumbar", axial_mode="angled")),
+    ("every series kind", StudyConfig(series_kinds=MR_KINDS + CT_KINDS)),
+)
+
+
+@dataclass(frozen=True)
+class SeriesOutcome:
+    """One series: what the generator made, the role it expects and the role the selector gave."""
+
+    seed: int
+    config: str
+    kind: str
+    expected: str
+    predicted: str
+    reason: str
+
+
+def _evaluate_roles_of_study(job: tuple[int, str, StudyConfig, Path]) -> list[SeriesOutcome]:
+    seed, config_name, config, workdir = job
+    study_dir = workdir / f"study_{seed:06d}"
+    try:
+        truth = generate_study(seed, study_dir, config)
+        scan = scan_study_folder(study_dir / "study")
+        decisions = {d.series_instance_uid: d for d in assign_roles(scan.series)}
+        outcomes = []
+        for series in truth["series"]:
+            decision = decisions.get(series["series_instance_uid"])
+            outcomes.append(
+                SeriesOutcome(
+                    seed,
+                    config_name,
+                    series["kind"],
+                    series["expected_role"],
+                    decision.role if decision else "(not loaded)",
+                    decision.reason if decision else "",
+                )
+            )
+        return outcomes
+    finally:
+        shutil.rmtree(study_dir, ignore_errors=True)
+
+
+def evaluate_roles(count: int, first_seed: int = EVALUATION_FIRST_SEED, jobs: int = 1) -> dict[str, Any]:
+    """Series-role accuracy over ``count`` generated studies.
+
+    Returns:
+        ``{"studies", "series", "correct", "accuracy", "by_kind": {kind: [correct, total]},
+        "by_config": {...}, "confusion": {"expected -> predicted": n}, "mismatches": [...], "seconds"}``.
+    """
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="spine-map-eval-") as workdir:
+        work = [
+            (seed, *ROLE_EVALUATION_CONFIGS[index % len(ROLE_EVALUATION_CONFIGS)], Path(workdir))
+            for index, seed in enumerate(range(first_seed, first_seed + count))
+        ]
+        if jobs > 1:
+            with ProcessPoolExecutor(max_workers=jobs) as pool:
+                per_study = list(pool.map(_evaluate_roles_of_study, work))
+        else:
+            per_study = [_evaluate_roles_of_study(job) for job in work]
+    outcomes = [outcome for study in per_study for outcome in study]
+    return _summarise(outcomes, studies=count, seconds=time.perf_counter() - start)
+
+
+def _tally(outcomes: Iterable[SeriesOutcome], key: str) -> dict[str, list[int]]:
+    table: dict[str, list[int]] = {}
+    for outcome in outcomes:
+        entry = table.setdefault(getattr(outcome, key), [0, 0])
+        entry[0] += outcome.expected == outcome.predicted
+        entry[1] += 1
+    return dict(sorted(table.items()))
+
+
+def _summarise(outcomes: list[SeriesOutcome], studies: int, seconds: float) -> dict[str, Any]:
+    correct = sum(o.expected == o.predicted for o in outcomes)
+    confusion = Counter(f"{o.expected} -> {o.predicted}" for o in outcomes)
+    return {
+        "studies": studies,
+        "series": len(outcomes),
+        "correct": correct,
+        "accuracy": correct / len(outcomes) if outcomes else 0.0,
+        "by_kind": _tally(outcomes, "kind"),
+        "by_config": _tally(outcomes, "config"),
+        "confusion": dict(sorted(confusion.items())),
+        "mismatches": [vars(o) for o in outcomes if o.expected != o.predicted],
+        "seconds": round(seconds, 1),
+    }
+
+
+def _print_roles(summary: dict[str, Any]) -> None:
+    print(f"series roles: {summary['correct']}/{summary['series']} series correct "
+          f"({100 * summary['accuracy']:.2f} %) over {summary['studies']} studies in {summary['seconds']} s")
+    for title, table in (("kind", summary["by_kind"]), ("configuration", summary["by_config"])):
+        print(f"\n| {title} | correct | series |\n| --- | ---: | ---: |")
+        for name, (right, total) in table.items():
+            print(f"| {name} | {right} | {total} |")
+    for mismatch in summary["mismatches"]:
+        print(f"MISMATCH seed {mismatch['seed']} {mismatch['kind']}: expected {mismatch['expected']}, "
+              f"got {mismatch['predicted']} ({mismatch['reason']})")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register the ``evaluate`` sub-command."""
+    parser = subparsers.add_parser("evaluate", help="measure a stage on fresh generated studies", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("target", choices=("roles",), help="what to evaluate")
+    parser.add_argument("--count", type=int, default=200, help="number of studies (default 200)")
+    parser.add_argument("--seed", type=int, default=EVALUATION_FIRST_SEED, help="first seed")
+    parser.add_argument("--jobs", type=int, default=1, help="studies evaluated in parallel (processes)")
+    parser.add_argument("--json", type=Path, help="also write the summary as JSON here")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.count < 1:
+        print("evaluate: --count must be at least 1", file=sys.stderr)
+        return 2
+    summary = evaluate_roles(args.count, args.seed, args.jobs)
+    _print_roles(summary)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(summary, indent=2) + "\n")
+    return 0 if summary["correct"] == summary["series"] else 1
