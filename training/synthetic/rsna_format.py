@@ -63,9 +63,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-import pydicom
-from pydicom.errors import InvalidDicomError
 
+from operators.core.dicom_io import scan_study_folder
 from operators.core.geometry import VolumeGeometry
 from operators.core.gradings import RSNA_CONDITION_TITLES, RSNA_CONDITIONS, RSNA_SEVERITIES
 from operators.core.levels import RSNA_DISCS, disc_levels, rsna_level_key
@@ -113,27 +112,26 @@ class _Instance:
 
 
 def _read_study_files(study_dir: Path) -> dict[str, list[_Instance]]:
-    """All image instances under ``study_dir`` (any layout), grouped by SeriesInstanceUID."""
+    """Every image instance with geometry under ``study_dir`` (any layout), grouped by
+    SeriesInstanceUID, read through the app's own loader."""
     series: dict[str, list[_Instance]] = {}
-    for path in sorted(p for p in study_dir.rglob("*") if p.is_file()):
-        try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
-        except (InvalidDicomError, OSError):
-            continue
-        if "ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds or "PixelSpacing" not in ds:
-            continue
-        thickness = float(ds.get("SliceThickness", 1.0) or 1.0)
-        spacing = float(ds.get("SpacingBetweenSlices", thickness) or thickness)
-        geometry = VolumeGeometry.from_dicom(
-            [float(v) for v in ds.ImageOrientationPatient],
-            [float(v) for v in ds.ImagePositionPatient],
-            [float(v) for v in ds.PixelSpacing],
-            (1, int(ds.Rows), int(ds.Columns)),
-            max(spacing, 1e-3),
-        )
-        series.setdefault(str(ds.SeriesInstanceUID), []).append(
-            _Instance(path=path, instance_number=int(ds.InstanceNumber), geometry=geometry,
-                      slice_spacing_mm=max(spacing, thickness)))
+    for dicom_series in scan_study_folder(study_dir).series:
+        for stack in dicom_series.stacks:
+            if stack.geometry is None:
+                continue
+            for instance in stack.instances:
+                thickness = instance.slice_thickness_mm or 1.0
+                spacing = instance.spacing_between_slices_mm or thickness
+                geometry = VolumeGeometry.from_dicom(
+                    instance.orientation,  # type: ignore[arg-type]  # stacks with geometry have all three
+                    instance.position,  # type: ignore[arg-type]
+                    instance.pixel_spacing,  # type: ignore[arg-type]
+                    (1, instance.rows, instance.columns),
+                    spacing,
+                )
+                series.setdefault(dicom_series.series_instance_uid, []).append(
+                    _Instance(path=instance.path, instance_number=int(instance.instance_number or 0),
+                              geometry=geometry, slice_spacing_mm=max(spacing, thickness)))
     return series
 
 
