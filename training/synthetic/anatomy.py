@@ -35,6 +35,7 @@ from scipy.interpolate import PchipInterpolator
 from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
+from operators.core.levels import LUMBAR as LUMBAR_LEVELS
 from operators.core.levels import disc_name
 from training.synthetic.pathology import DiscPathology, SubjectPathology
 
@@ -385,7 +386,7 @@ def build_frame(rng: np.random.Generator, seg: Segments, subject: Subject, patho
     sample_s = np.arange(s_top, s_bottom + DS, DS)
     lc, tk, ll = subject.cervical_lordosis_deg, subject.thoracic_kyphosis_deg, subject.lumbar_lordosis_deg
     base = rng.normal(0.0, 4.0)
-    lumbar = [lv for lv in ("L1", "L2", "L3", "L4", "L5", "L6") if lv in centre]
+    lumbar = [lv for lv in LUMBAR_LEVELS + ("L6",) if lv in centre]
     last_lumbar = lumbar[-1]
     knots = [
         (centre["C1"] - 60.0, base - lc / 2 - 8.0),

@@ -124,7 +124,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from operators.core.gradings import BILSKY_MR_GRADES, CANCER_FINDINGS
-from operators.core.levels import disc_levels, level_order, levels_with_transitional
+from operators.core.levels import CERVICAL, LUMBAR, THORACIC, disc_levels, level_order, levels_with_transitional
 
 POSITIVE = "positive"
 NEGATIVE = "negative"
@@ -154,13 +154,13 @@ _RSNA_TO_GRADE = {"Normal/Mild": 1, "Moderate": 2, "Severe": 3}
 
 #: Region phrase → level prefix rule; the exact levels come from :func:`region_levels`.
 REGIONS: dict[str, tuple[str, ...]] = {
-    "cervical spine": tuple(f"C{i}" for i in range(1, 8)),
+    "cervical spine": CERVICAL,
     "upper thoracic spine": ("T1", "T2", "T3", "T4"),
     "mid thoracic spine": ("T5", "T6", "T7", "T8"),
     "lower thoracic spine": ("T9", "T10", "T11", "T12", "T13"),
-    "thoracic spine": tuple(f"T{i}" for i in range(1, 14)),
+    "thoracic spine": THORACIC + ("T13",),
     "thoracolumbar junction": ("T11", "T12", "T13", "L1", "L2"),
-    "lumbar spine": tuple(f"L{i}" for i in range(1, 7)),
+    "lumbar spine": LUMBAR + ("L6",),
 }
 
 _ORDINALS = (
