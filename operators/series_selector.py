@@ -7,6 +7,7 @@ import logging
 from monai.deploy.core import ExecutionContext, InputContext, Operator, OperatorSpec, OutputContext
 
 from operators.core.series_roles import assign_roles
+from operators.core.run_log import stage_timer
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +28,8 @@ class SeriesSelectorOperator(Operator):
 
     def compute(self, op_input: InputContext, op_output: OutputContext, context: ExecutionContext) -> None:
         study = op_input.receive("study")
-        decisions = assign_roles(study.series)
+        with stage_timer("series_selector"):
+            decisions = assign_roles(study.series)
         roles = [f"series {series.series_number}: {decision.role}" for series, decision in zip(study.series, decisions)]
         logger.info("roles: %s", ", ".join(roles) or "no series")
         op_output.emit(decisions, "decisions")

@@ -8,6 +8,7 @@ from pathlib import Path
 from monai.deploy.core import ExecutionContext, Fragment, InputContext, Operator, OperatorSpec, OutputContext
 
 from operators.core.dicom_io import scan_study_folder
+from operators.core.run_log import stage_timer
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +36,8 @@ class StudyLoaderOperator(Operator):
         spec.output("study")
 
     def compute(self, op_input: InputContext, op_output: OutputContext, context: ExecutionContext) -> None:
-        study = scan_study_folder(self.input_folder)
+        with stage_timer("study_loader"):
+            study = scan_study_folder(self.input_folder)
         logger.info(
             "%d files looked at: %d images in %d series, %d warnings",
             study.n_files, study.n_images, len(study.series), len(study.warnings),

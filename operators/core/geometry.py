@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Literal, Sequence
 
 import numpy as np
+from scipy import ndimage
 
 Plane = Literal["sagittal", "coronal", "axial"]
 
@@ -173,3 +174,42 @@ class VolumeGeometry:
         """ImagePositionPatient of every slice, shape ``(S, 3)``."""
         k = np.arange(self.shape[0], dtype=float)
         return self.affine[:3, 3] + k[:, None] * self.affine[:3, 0]
+
+
+def resample_volume(
+    pixels: np.ndarray, geometry: VolumeGeometry, target: VolumeGeometry, order: int = 1, fill: float = 0.0
+) -> np.ndarray:
+    """Resample ``pixels`` (laid out by ``geometry``) onto the grid of ``target``, shape ``target.shape``.
+
+    Both geometries must share one frame of reference. Points outside the source get ``fill``.
+    """
+    # target index → LPS → source index is one affine map: feed it to scipy directly.
+    source_from_target = np.linalg.inv(geometry.affine) @ target.affine
+    return ndimage.affine_transform(
+        np.asarray(pixels, dtype=np.float32), source_from_target[:3, :3], source_from_target[:3, 3],
+        output_shape=target.shape, order=order, mode="constant", cval=fill,
+    )
+
+
+def sagittal_grid(geometry: VolumeGeometry, half_width_mm: float, slice_step_mm: float, pixel_mm: float) -> VolumeGeometry:
+    """A true-sagittal grid through the middle of ``geometry``'s volume (e.g. to reformat an axial CT).
+
+    Slices step along patient left (+x) across ``±half_width_mm`` of the volume's centre; rows run
+    head → feet (−z) and columns anterior → posterior (+y), like a stored sagittal series, covering
+    the volume's full extent in y and z at ``pixel_mm``.
+    """
+    corners = geometry.index_to_lps(
+        np.array([[i, j, k] for i in (0, geometry.shape[0] - 1) for j in (0, geometry.shape[1] - 1) for k in (0, geometry.shape[2] - 1)],
+                 dtype=float)
+    )
+    low, high = corners.min(axis=0), corners.max(axis=0)
+    centre_x = float(geometry.centre_mm[0])
+    n_slices = int(np.floor(2 * half_width_mm / slice_step_mm)) + 1
+    n_rows = int(np.floor((high[2] - low[2]) / pixel_mm)) + 1
+    n_cols = int(np.floor((high[1] - low[1]) / pixel_mm)) + 1
+    affine = np.eye(4)
+    affine[:3, 0] = (slice_step_mm, 0.0, 0.0)
+    affine[:3, 1] = (0.0, 0.0, -pixel_mm)
+    affine[:3, 2] = (0.0, pixel_mm, 0.0)
+    affine[:3, 3] = (centre_x - half_width_mm, low[1], high[2])
+    return VolumeGeometry(affine, (n_slices, n_rows, n_cols))

@@ -27,6 +27,9 @@ LEVELS: tuple[str, ...] = CERVICAL + THORACIC + LUMBAR + SACRAL
 #: Levels that exist only with transitional anatomy, and the standard level they follow.
 TRANSITIONAL_AFTER: dict[str, str] = {"T13": "T12", "L6": "L5"}
 
+#: Levels with no vertebral body (the atlas is a ring): never detected, labelled or counted.
+LEVELS_WITHOUT_BODY: tuple[str, ...] = ("C1",)
+
 #: The 23 labeller classes, C3 … S1 (SpineNetV2 §3.2), in cranial → caudal order.
 LABELLER_CLASSES: tuple[str, ...] = LEVELS[LEVELS.index("C3") :]
 

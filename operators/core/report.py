@@ -831,6 +831,67 @@ def render_csv(report: Mapping[str, Any]) -> str:
     return buffer.getvalue()
 
 
+#: Wide tables, one row per item: ``vertebrae.csv`` and ``discs.csv`` (spreadsheet-friendly).
+VERTEBRAE_CSV_NAME = "vertebrae.csv"
+DISCS_CSV_NAME = "discs.csv"
+
+VERTEBRAE_CSV_COLUMNS: tuple[str, ...] = (
+    "level", "level_probability", "detection_score", *CANCER_FINDINGS, "x_mm", "y_mm", "z_mm",
+    *(f"{corner}_{axis}_mm" for corner in VERTEBRA_CORNERS for axis in "xyz"),
+    "series_instance_uid",
+)
+DISCS_CSV_COLUMNS: tuple[str, ...] = (
+    "level", "x_mm", "y_mm", "z_mm",
+    *(column for name in SPINENET_GRADINGS for column in (name, f"{name}_probability")),
+    *(column for condition in RSNA_CONDITIONS for column in (f"rsna_{condition}", f"rsna_{condition}_probability")),
+)
+
+
+def _vertebra_table_row(entry: Mapping[str, Any]) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "level": entry["level"],
+        "level_probability": entry["level_probability"],
+        "detection_score": entry["detection_score"],
+        "series_instance_uid": entry["series_instance_uid"],
+        **entry.get("findings", {}),
+        **_at(entry["centroid_mm"]),
+    }
+    for corner, point in zip(VERTEBRA_CORNERS, entry["corners_mm"]):
+        row.update({f"{corner}_{axis}_mm": value for axis, value in zip("xyz", point)})
+    return row
+
+
+def _disc_table_row(entry: Mapping[str, Any]) -> dict[str, Any]:
+    row: dict[str, Any] = {"level": entry["level"], **_at(entry["centre_mm"])}
+    for name, grading in entry["gradings"].items():
+        row[name] = grading["grade"]
+        row[f"{name}_probability"] = grading["probabilities"][str(grading["grade"])]
+    for condition, result in entry["rsna"].items():
+        row[f"rsna_{condition}"] = result["severity"]
+        row[f"rsna_{condition}_probability"] = result["probabilities"][result["severity"]]
+    return row
+
+
+def _render_table(columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, restval="", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def render_vertebrae_csv(report: Mapping[str, Any]) -> str:
+    """``vertebrae.csv``: one row per vertebra (report order, cranial → caudal); findings columns
+    are empty when the cancer stage did not run; probabilities 0..1, coordinates LPS mm."""
+    return _render_table(VERTEBRAE_CSV_COLUMNS, (_vertebra_table_row(v) for v in report["vertebrae"]))
+
+
+def render_discs_csv(report: Mapping[str, Any]) -> str:
+    """``discs.csv``: one row per disc; per grading / RSNA condition the reported grade and its
+    probability (empty where not graded)."""
+    return _render_table(DISCS_CSV_COLUMNS, (_disc_table_row(d) for d in report["discs"]))
+
+
 def render_json(report: Mapping[str, Any]) -> str:
     """``spine_report.json`` text: sorted keys, 2-space indent, UTF-8, trailing newline."""
     return json.dumps(report, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"
