@@ -11,7 +11,9 @@ import importlib
 import sys
 
 #: Modules providing sub-commands, each with ``add_parser(subparsers)``.
-COMMANDS: tuple[str, ...] = ("training.synthetic.cli", "training.synthetic.preview", "training.evaluate")
+COMMANDS: tuple[str, ...] = (
+    "training.synthetic.cli", "training.synthetic.preview", "training.evaluate", "training.detection.cli",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -145,21 +145,44 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register the ``evaluate`` sub-command."""
     parser = subparsers.add_parser("evaluate", help="measure a stage on fresh generated studies", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("target", choices=("roles",), help="what to evaluate")
-    parser.add_argument("--count", type=int, default=200, help="number of studies (default 200)")
-    parser.add_argument("--seed", type=int, default=EVALUATION_FIRST_SEED, help="first seed")
+    parser.add_argument("target", choices=("roles", "detection"), help="what to evaluate")
+    parser.add_argument("--count", type=int,
+                        help="number of studies (default 200; detection: per field of view, default 10)")
+    parser.add_argument("--seed", type=int, help="first seed (roles 900000, detection 910000)")
+    parser.add_argument("--models", type=Path, default=Path("models"), help="detection: models folder")
+    parser.add_argument("--perturb", default="none",
+                        help="detection: comma-separated image perturbations (none, noise, contrast, resolution, rotation)")
     parser.add_argument("--jobs", type=int, default=1, help="studies evaluated in parallel (processes)")
     parser.add_argument("--json", type=Path, help="also write the summary as JSON here")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.count < 1:
+    if args.count is not None and args.count < 1:
         print("evaluate: --count must be at least 1", file=sys.stderr)
         return 2
-    summary = evaluate_roles(args.count, args.seed, args.jobs)
+    if args.target == "detection":
+        return _run_detection(args)
+    summary = evaluate_roles(args.count or 200, args.seed or EVALUATION_FIRST_SEED, args.jobs)
     _print_roles(summary)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
     return 0 if summary["correct"] == summary["series"] else 1
+
+
+def _run_detection(args: argparse.Namespace) -> int:
+    from training.evaluate_detection import (
+        DETECTION_EVALUATION_FIRST_SEED, PERTURBATIONS, evaluate_detection, print_table, write_json,
+    )
+
+    perturbations = [p.strip() for p in args.perturb.split(",") if p.strip()]
+    unknown = set(perturbations) - set(PERTURBATIONS)
+    if unknown:
+        print(f"evaluate: unknown perturbation(s) {sorted(unknown)}; choose from {PERTURBATIONS}", file=sys.stderr)
+        return 2
+    summary = evaluate_detection(args.count or 10, args.models, perturbations, args.seed or DETECTION_EVALUATION_FIRST_SEED, args.jobs)
+    print_table(summary)
+    if args.json:
+        write_json(summary, args.json)
+    return 0

@@ -42,6 +42,9 @@ MODEL_PATH_ENV = "HOLOSCAN_MODEL_PATH"
 #: The models shipped with the repository: ``models/`` next to ``operators/``.
 REPO_MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 
+#: Environment variable capping onnxruntime's CPU threads per session (unset: all cores).
+THREADS_ENV = "SPINE_MAP_ORT_THREADS"
+
 CUDA_PROVIDER = "CUDAExecutionProvider"
 CPU_PROVIDER = "CPUExecutionProvider"
 #: onnxruntime log severity for its own C++ messages: 4 = fatal only. Its warnings and errors on a
@@ -242,6 +245,10 @@ def _session(name: str, path: Path) -> onnxruntime.InferenceSession:
     onnxruntime.set_default_logger_severity(_ORT_LOG_SEVERITY)
     options = onnxruntime.SessionOptions()
     options.log_severity_level = _ORT_LOG_SEVERITY
+    threads = os.environ.get(THREADS_ENV, "").strip()
+    if threads.isdigit() and int(threads) > 0:
+        # onnxruntime ignores OMP_NUM_THREADS; this caps CPU use on shared hosts (0/unset = all cores).
+        options.intra_op_num_threads = int(threads)
     requested = execution_providers()
     try:
         session = onnxruntime.InferenceSession(str(path), sess_options=options, providers=requested)

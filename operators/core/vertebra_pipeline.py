@@ -1,0 +1,250 @@
+"""Detection and level labelling of a study's sagittal stacks: the core the two operators call.
+
+The networks are passed in as plain callables (``numpy in → numpy out``) so this module stays free
+of any runtime: the operators hand in onnxruntime sessions, tests and training hand in torch models
+or fakes.
+
+Flow (SpineNetV2 §2.1): every sagittal stack → detector grid → network (batched, tiled for large
+fields of view) → per-slice quadrilaterals → tracked across slices → fused over the sagittal series
+of the study → appearance volumes → appearance network (logits averaged over the series that saw
+the body) → height-probability map → context network → beam search → levels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from operators.core.dicom_io import LoadedStack, SeriesReadError, StudyScan
+from operators.core.geometry import VolumeGeometry, resample_volume, sagittal_grid
+from operators.core.level_labelling import (
+    MAX_LABELLED_DETECTIONS,
+    appearance_volume,
+    beam_search_levels,
+    detection_bins,
+    height_probability_map,
+    pad_bins,
+    temperature_softmax,
+)
+from operators.core.report import VertebraEntry
+from operators.core.series_roles import SeriesDecision
+from operators.core.study_warning import StudyWarning
+from operators.core.vertebra_detection import (
+    FusedVertebra,
+    Vertebra3D,
+    decode_slice,
+    fuse_series,
+    merge_tiles,
+    network_inputs,
+    normalise_intensity,
+    resample_to_grid,
+    slice_grid,
+    track_across_slices,
+)
+
+#: A network as the core sees it: a float32 batch in, the first output out.
+Network = Callable[[np.ndarray], np.ndarray]
+
+#: Patches per detector call (bounds memory on large whole-spine slices).
+DETECTOR_BATCH = 8
+
+#: Levels the beam search may produce that are not reported as vertebrae (the S1 double detection).
+UNREPORTED_LEVELS = ("S2",)
+
+
+@dataclass(frozen=True)
+class SagittalStack:
+    """One sagittal stack ready for the networks.
+
+    Attributes:
+        series_instance_uid: its series.
+        pixels: (slices, rows, cols) float32 after :func:`normalise_intensity`.
+        geometry: index (slice, row, col) → LPS mm.
+    """
+
+    series_instance_uid: str
+    pixels: np.ndarray
+    geometry: VolumeGeometry
+
+    @classmethod
+    def from_pixels(cls, series_instance_uid: str, pixels: np.ndarray, geometry: VolumeGeometry) -> "SagittalStack":
+        return cls(series_instance_uid, normalise_intensity(pixels), geometry)
+
+
+@dataclass(frozen=True)
+class LabelledVertebra:
+    """A fused detection with its level (``"L4"``; ``"L6"``/``"T13"``/``"C2"`` from the beam search)."""
+
+    level: str
+    level_probability: float
+    vertebra: FusedVertebra
+
+
+def detect_in_stack(stack: SagittalStack, detector: Network) -> list[Vertebra3D]:
+    """VFR detection on every slice of one stack, tracked into 3D bodies."""
+    grid = slice_grid(stack.geometry, stack.pixels.shape[1], stack.pixels.shape[2])
+    grid_slices = resample_to_grid(stack.pixels, grid)
+    batch, origins = network_inputs(grid_slices)
+    outputs = np.concatenate([detector(batch[i : i + DETECTOR_BATCH]) for i in range(0, len(batch), DETECTOR_BATCH)])
+    merged = merge_tiles(outputs, origins, grid.shape)
+    quads = [quad for index in range(len(merged)) for quad in decode_slice(merged[index], grid, index)]
+    return track_across_slices(quads, stack.geometry, stack.series_instance_uid)
+
+
+def detect_vertebrae(stacks: Sequence[SagittalStack], detector: Network) -> list[FusedVertebra]:
+    """Bodies of the whole study, fused over its sagittal stacks, caudal → cranial."""
+    geometry_of = {stack.series_instance_uid: stack.geometry for stack in stacks}
+
+    def covers(series_instance_uid: str, point_mm: np.ndarray) -> bool:
+        return bool(geometry_of[series_instance_uid].contains(np.asarray(point_mm)[None])[0])
+
+    return fuse_series(
+        [detect_in_stack(stack, detector) for stack in stacks], covers,
+        series_uids=[stack.series_instance_uid for stack in stacks],
+    )
+
+
+def appearance_logits(vertebrae: Sequence[FusedVertebra], stacks: Sequence[SagittalStack], appearance: Network) -> np.ndarray:
+    """(n, 23) appearance logits per fused body: the mean over the series that detected it."""
+    by_uid = {stack.series_instance_uid: stack for stack in stacks}
+    volumes, owners = [], []
+    for index, fused in enumerate(vertebrae):
+        for member in fused.members:
+            stack = by_uid[member.series_instance_uid]
+            volumes.append(appearance_volume(stack.pixels, stack.geometry, member))
+            owners.append(index)
+    logits = appearance(np.stack(volumes).astype(np.float32))
+    owners_array = np.asarray(owners)
+    return np.stack([logits[owners_array == index].mean(axis=0) for index in range(len(vertebrae))])
+
+
+def label_vertebrae(
+    vertebrae: Sequence[FusedVertebra], stacks: Sequence[SagittalStack], appearance: Network, context: Network
+) -> tuple[list[LabelledVertebra], list[StudyWarning]]:
+    """Levels of the fused bodies (caudal → cranial input order) by appearance, context and beam search.
+
+    Returns the labelled bodies (S2 double detections dropped) and warnings (a body count too small
+    to label with confidence).
+    """
+    if not vertebrae:
+        return [], []
+    warnings = []
+    if len(vertebrae) > MAX_LABELLED_DETECTIONS:
+        # More bodies than a spine has (false positives, sacral segments): keep the most confident.
+        keep = sorted(np.argsort([-v.detection_score for v in vertebrae])[:MAX_LABELLED_DETECTIONS])
+        warnings.append(StudyWarning(
+            "TOO_MANY_DETECTIONS",
+            f"{len(vertebrae)} vertebral bodies detected, more than a spine has: the "
+            f"{len(vertebrae) - MAX_LABELLED_DETECTIONS} least confident were dropped",
+        ))
+        vertebrae = [vertebrae[i] for i in keep]
+    probabilities = temperature_softmax(appearance_logits(vertebrae, stacks, appearance))
+    spans = np.array([[v.corners_mm[:, 2].min(), v.corners_mm[:, 2].max()] for v in vertebrae])
+    height_map = height_probability_map(spans, probabilities)
+    refined_logits = context(pad_bins(height_map.probabilities)[None].astype(np.float32))[0]
+    refined = temperature_softmax(refined_logits.T, temperature=1.0)
+    bins = detection_bins(height_map, np.array([v.centroid_mm[2] for v in vertebrae]))
+    sequence = beam_search_levels(refined[bins])
+    labelled = [
+        LabelledVertebra(level, float(probability), fused)
+        for level, probability, fused in zip(sequence.levels, sequence.probabilities, vertebrae)
+        if level not in UNREPORTED_LEVELS
+    ]
+    if len(vertebrae) < 3:
+        warnings.append(StudyWarning(
+            "FEW_VERTEBRAE",
+            f"only {len(vertebrae)} vertebral bodies found in the sagittal series: levels rest on appearance alone",
+        ))
+    return labelled, warnings
+
+
+#: Series roles whose stacks the detector reads.
+SAGITTAL_ROLES: tuple[str, ...] = ("sag_t1", "sag_t2", "sag_stir")
+
+#: Sagittal reformat of an axial CT when a study has no sagittal MR: ±40 mm of the volume's centre
+#: (a targeted spine CT is centred on the spine) in 4 mm slices of 1 mm pixels, like an MR slab.
+CT_REFORMAT_HALF_WIDTH_MM = 40.0
+CT_REFORMAT_SLICE_MM = 4.0
+CT_REFORMAT_PIXEL_MM = 1.0
+
+
+def sagittal_stacks(study: StudyScan, decisions: Sequence[SeriesDecision]) -> tuple[list[SagittalStack], list[StudyWarning]]:
+    """Load the pixels of every series the selector gave a sagittal role (its main stack).
+
+    Without any usable sagittal MR, an axial CT (role ``ct_axial``) is reformatted to sagittal
+    (:data:`CT_REFORMAT_HALF_WIDTH_MM` …) and used instead, with a warning saying so. A series that
+    cannot be decoded, or has no usable geometry, is skipped with a warning; the others are used.
+    """
+    stacks: list[SagittalStack] = []
+    warnings: list[StudyWarning] = []
+    for decision in decisions:
+        if decision.role in SAGITTAL_ROLES:
+            loaded = _load_main_stack(study, decision, warnings)
+            if loaded is not None:
+                stacks.append(SagittalStack.from_pixels(decision.series_instance_uid, loaded.pixels, loaded.geometry))
+    if not stacks:
+        for decision in decisions:
+            if decision.role == "ct_axial":
+                loaded = _load_main_stack(study, decision, warnings)
+                if loaded is None:
+                    continue
+                grid = sagittal_grid(loaded.geometry, CT_REFORMAT_HALF_WIDTH_MM, CT_REFORMAT_SLICE_MM, CT_REFORMAT_PIXEL_MM)
+                pixels = resample_volume(loaded.pixels, loaded.geometry, grid, fill=float(loaded.pixels.min()))
+                stacks.append(SagittalStack.from_pixels(decision.series_instance_uid, pixels, grid))
+                warnings.append(StudyWarning(
+                    "CT_SAGITTAL_REFORMAT",
+                    "no sagittal MR series: vertebrae were detected on a sagittal reformat of the axial CT",
+                    decision.series_instance_uid,
+                ))
+                break
+    if not stacks:
+        warnings.append(StudyWarning(
+            "NO_SAGITTAL_SERIES", "no usable sagittal MR series or axial CT: vertebrae were not detected or labelled",
+        ))
+    return stacks, warnings
+
+
+def _load_main_stack(study: StudyScan, decision: SeriesDecision, warnings: list[StudyWarning]) -> LoadedStack | None:
+    """The decision's main stack with pixels, or ``None`` (and a warning) when it cannot be used."""
+    if not decision.stack_indices:
+        return None
+    series = study.series_by_uid(decision.series_instance_uid)
+    try:
+        loaded = series.stacks[decision.stack_indices[0]].load()
+    except SeriesReadError as error:
+        warnings.append(StudyWarning("SERIES_UNREADABLE", str(error), decision.series_instance_uid))
+        return None
+    warnings.extend(loaded.warnings)
+    if loaded.geometry is None:
+        warnings.append(StudyWarning(
+            "NO_GEOMETRY", f"{series.label()}: no usable slice geometry, not used for detection",
+            decision.series_instance_uid,
+        ))
+        return None
+    return loaded
+
+
+@dataclass(frozen=True)
+class VertebraFindings:
+    """What detection + labelling hand to the report: entries in report form and the stage warnings."""
+
+    vertebrae: tuple[VertebraEntry, ...]
+    warnings: tuple[StudyWarning, ...]
+
+
+def report_entries(labelled: Sequence[LabelledVertebra]) -> tuple[VertebraEntry, ...]:
+    """Report entries, cranial → caudal like a radiologist reads them."""
+    entries = [
+        VertebraEntry(
+            level=item.level,
+            level_probability=item.level_probability,
+            series_instance_uid=item.vertebra.series_instance_uid,
+            centroid_mm=item.vertebra.centroid_mm.tolist(),
+            corners_mm=item.vertebra.corners_mm.tolist(),
+            detection_score=item.vertebra.detection_score,
+        )
+        for item in labelled
+    ]
+    return tuple(reversed(entries))

@@ -1,0 +1,180 @@
+"""``python -m training train-vertebrae``: cache, train and export the detector and the labeller.
+
+Stages (``--stage``, default ``all`` runs them in this order):
+
+* ``cache`` — sagittal slices on the detector grid and appearance volumes of every true body, from
+  studies made by ``python -m training generate`` (``--train``/``--val`` folders of ``study_<seed>``);
+* ``detector`` — the VFR network; ``appearance`` and ``context`` — the labeller networks;
+* ``export`` — ONNX + TorchScript into ``--models`` with sha256 in ``manifest.json``;
+* ``cards`` — model cards ``models/<name>.md`` with the numbers of
+  ``python -m training evaluate detection --json docs/evaluation/detection.json``.
+
+Checkpoints and training histories go to ``--work``. Example (the shipped weights)::
+
+    python -m training generate --seed 120000 --count 60 --fov lumbar --kinds sag_t1,sag_t2,sag_stir --out data/train
+    ... (see README "Training" for every field of view)
+    python -m training train-vertebrae --train data/train --val data/val --work work/ --models models/
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from operators.core.level_labelling import APPEARANCE_SHAPE, N_CLASSES
+from training.detection.detector import DetectorConfig, make_detector, train_detector
+from training.detection.labeller import (
+    LabellerConfig,
+    LabellerData,
+    appearance_logits,
+    cache_labeller_study,
+    make_appearance_net,
+    make_context_net,
+    train_appearance,
+    train_context,
+)
+from training.detection.slice_cache import CachedSeries, build_cache
+from training.detection.cards import write_card
+from training.export import ExportSpec, export_model, update_manifest
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("cache", "detector", "appearance", "context", "export", "cards")
+
+#: Where ``python -m training evaluate detection --json`` puts the numbers the model cards quote.
+DETECTION_EVALUATION_JSON = Path("docs/evaluation/detection.json")
+
+MODEL_NAMES = ("vertebra_detector", "level_appearance", "level_context")
+
+
+def _studies(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if (p / "truth.json").exists())
+
+
+def _cache(split_folder: Path, work: Path, split: str) -> tuple[list[Path], list[Path]]:
+    studies = _studies(split_folder)
+    detector_files = build_cache(studies, work / "cache" / split / "detector")
+    labeller_dir = work / "cache" / split / "labeller"
+    labeller_dir.mkdir(parents=True, exist_ok=True)
+    labeller_files = [f for f in (cache_labeller_study(s, labeller_dir) for s in studies) if f is not None]
+    return detector_files, labeller_files
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    main_stages(
+        args.train, args.val, args.work, args.models,
+        DetectorConfig(steps=args.detector_steps, patch_px=args.patch_px, batch_size=args.batch_size),
+        LabellerConfig(appearance_steps=args.appearance_steps, context_steps=args.context_steps),
+        threads=args.threads,
+        stages=STAGES if args.stage == "all" else (args.stage,),
+    )
+    return 0
+
+
+def main_stages(
+    train: Path, val: Path, work: Path, models: Path, detector_config: DetectorConfig, labeller_config: LabellerConfig,
+    *, threads: int = 2, stages: tuple[str, ...] = STAGES,
+) -> None:
+    """Run ``stages`` (in :data:`STAGES` order) on the studies in ``train``/``val``; see the module docstring."""
+    torch.set_num_threads(threads)
+    work.mkdir(parents=True, exist_ok=True)
+    if "cache" in stages:
+        for split, folder in (("train", train), ("val", val)):
+            detector_files, labeller_files = _cache(folder, work, split)
+            logger.info("%s: %d detector series, %d labeller studies cached", split, len(detector_files), len(labeller_files))
+
+    def series(split: str) -> list[CachedSeries]:
+        return [CachedSeries.load(p) for p in sorted((work / "cache" / split / "detector").glob("*.npz"))]
+
+    def labeller_data(split: str) -> LabellerData:
+        return LabellerData.load(sorted((work / "cache" / split / "labeller").glob("*.npz")))
+
+    if "detector" in stages:
+        history = train_detector(series("train"), series("val"), detector_config, work / "vertebra_detector.pt")
+        (work / "vertebra_detector.history.json").write_text(json.dumps(history, indent=1))
+    if "appearance" in stages:
+        history = train_appearance(labeller_data("train"), labeller_data("val"), labeller_config, work / "level_appearance.pt")
+        (work / "level_appearance.history.json").write_text(json.dumps(history, indent=1))
+    if "context" in stages:
+        appearance = make_appearance_net(labeller_config)
+        appearance.load_state_dict(torch.load(work / "level_appearance.pt"))
+        train_data, val_data = labeller_data("train"), labeller_data("val")
+        history = train_context(
+            train_data, appearance_logits(appearance, train_data), val_data, appearance_logits(appearance, val_data),
+            labeller_config, work / "level_context.pt",
+        )
+        (work / "level_context.history.json").write_text(json.dumps(history, indent=1))
+    if "export" in stages:
+        export_all(work, models, detector_config, labeller_config)
+    if "cards" in stages:
+        for name in MODEL_NAMES:
+            write_card(models, name, DETECTION_EVALUATION_JSON)
+
+
+def _trained_config(work: Path, name: str, default: DetectorConfig | LabellerConfig) -> DetectorConfig | LabellerConfig:
+    """The configuration a checkpoint was trained with (from its history), so export rebuilds the same network."""
+    path = work / f"{name}.history.json"
+    if not path.exists():
+        return default
+    stored = json.loads(path.read_text())["config"]
+    return type(default)(**{k: tuple(v) if isinstance(v, list) else v for k, v in stored.items()})
+
+
+def export_all(work: Path, models: Path, detector_config: DetectorConfig, labeller_config: LabellerConfig) -> None:
+    """Export the three checkpoints in ``work`` into ``models`` and record them in the manifest."""
+    detector_config = _trained_config(work, "vertebra_detector", detector_config)
+    labeller_config = _trained_config(work, "level_appearance", labeller_config)
+    rng = np.random.default_rng(0)
+    networks = (
+        (make_detector(detector_config), ExportSpec(
+            "vertebra_detector", torch.as_tensor(rng.normal(size=(2, 1, 256, 192)), dtype=torch.float32),
+            "image", "heatmaps_vectors", {"image": {0: "batch", 2: "height", 3: "width"},
+                                          "heatmaps_vectors": {0: "batch", 2: "height", 3: "width"}},
+            "(N, 1, H, W) float32 sagittal slice(s) after normalise_intensity on the 1.5 mm detector grid; H, W multiples of 32",
+            "(N, 13, H, W) float32: 5 heatmaps (4 corners in VERTEBRA_CORNERS order, centroid), 8 vector-field channels",
+        )),
+        (make_appearance_net(labeller_config), ExportSpec(
+            "level_appearance", torch.as_tensor(rng.normal(size=(2, *APPEARANCE_SHAPE)), dtype=torch.float32),
+            "volume", "logits", {"volume": {0: "batch"}, "logits": {0: "batch"}},
+            "(N, 16, 112, 112) float32 appearance volume (lateral slices as channels), normalised intensity",
+            f"(N, {N_CLASSES}) float32 level logits, LABELLER_CLASSES order (C3..S1)",
+        )),
+        (make_context_net(), ExportSpec(
+            "level_context", torch.as_tensor(rng.random(size=(1, N_CLASSES, 256)), dtype=torch.float32),
+            "height_map", "logits", {"height_map": {0: "batch", 2: "bins"}, "logits": {0: "batch", 2: "bins"}},
+            f"(N, {N_CLASSES}, B) float32 height-probability map, 2 mm bins caudal to cranial, B a multiple of 8",
+            f"(N, {N_CLASSES}, B) float32 refined level logits per bin",
+        )),
+    )
+    for network, spec in networks:
+        network.load_state_dict(torch.load(work / f"{spec.name}.pt"))
+        entry = export_model(network, spec, models)
+        history_path = work / f"{spec.name}.history.json"
+        if history_path.exists():
+            history = json.loads(history_path.read_text())
+            entry["training"] = {k: v for k, v in history.items() if k not in ("train_loss",)}
+        update_manifest(models, spec.name, entry)
+        logger.info("exported %s (%s)", spec.name, entry["sha256"]["onnx"][:12])
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("train-vertebrae", help="train and export the vertebra detector and level labeller",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--train", type=Path, required=True, help="folder of generated training studies")
+    parser.add_argument("--val", type=Path, required=True, help="folder of generated validation studies")
+    parser.add_argument("--work", type=Path, required=True, help="cache, checkpoints and histories")
+    parser.add_argument("--models", type=Path, default=Path("models"), help="export folder (default: models)")
+    parser.add_argument("--stage", choices=("all", *STAGES), default="all")
+    parser.add_argument("--detector-steps", type=int, default=DetectorConfig.steps)
+    parser.add_argument("--appearance-steps", type=int, default=LabellerConfig.appearance_steps)
+    parser.add_argument("--context-steps", type=int, default=LabellerConfig.context_steps)
+    parser.add_argument("--patch-px", type=int, default=DetectorConfig.patch_px)
+    parser.add_argument("--batch-size", type=int, default=DetectorConfig.batch_size)
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.set_defaults(run=run)

@@ -1,0 +1,329 @@
+"""Level labeller: appearance network, context network and their training (SpineNetV2 §3.2, §4.4.2).
+
+* Appearance network: a 2D ResNet-10 (MONAI ``ResNet``) whose 16 input channels are the 16 lateral
+  slices of an :func:`~operators.core.level_labelling.appearance_volume` (shape
+  :data:`~operators.core.level_labelling.APPEARANCE_SHAPE`), → 23 logits (``LABELLER_CLASSES``, C3…S1).
+  Trained with cross-entropy on volumes around true bodies, with in-plane jitter, rotation and scale
+  (the box a real detection gives is never exact) and the shared intensity augmentation.
+* Context network: a 1D MONAI ``UNet`` over the height axis of the height-probability map
+  (23 channels in, 23 logits out per bin), trained with cross-entropy at every bin covered by a true
+  body — including bodies dropped from the input with probability 0.1 (paper), so the network learns
+  to infer a level from its neighbours.
+
+Transitional anatomy: an L6 is trained as class L5 and a T13 as class T12, so a six-lumbar spine
+shows two consecutive "L5" bodies (and a thirteen-thoracic one two "T12"s); the beam search turns the
+lower of such a pair into L6 / T13 at a penalty (:func:`operators.core.level_labelling.beam_search_levels`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.networks.nets import UNet
+from monai.networks.nets.resnet import ResNet
+from monai.transforms import RandAffined
+from torch import nn
+
+from operators.core.dicom_io import scan_study_folder
+from operators.core.level_labelling import (
+    APPEARANCE_SHAPE,
+    N_CLASSES,
+    appearance_volume,
+    context_targets,
+    detection_bins,
+    height_probability_map,
+    pad_bins,
+    temperature_softmax,
+)
+from operators.core.levels import LABELLER_CLASSES, TRANSITIONAL_AFTER
+from operators.core.vertebra_detection import SliceQuad, Vertebra3D, normalise_intensity
+from training.augment import intensity_augmentation
+from training.detection.slice_cache import SAGITTAL_KINDS
+from training.detection.truth_projection import slice_quads
+
+logger = logging.getLogger(__name__)
+
+@dataclass(frozen=True)
+class LabellerConfig:
+    """Labeller architecture and training settings (stored in the model cards)."""
+
+    widen_factor: float = 0.5
+    appearance_steps: int = 1500
+    context_steps: int = 2000
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    drop_probability: float = 0.1
+    seed: int = 0
+
+
+def make_appearance_net(config: LabellerConfig) -> nn.Module:
+    """(N, 16, 112, 112) normalised volume (lateral slices as channels) → (N, 23) level logits."""
+    return ResNet(
+        block="basic", layers=[1, 1, 1, 1], block_inplanes=[64, 128, 256, 512], spatial_dims=2,
+        n_input_channels=APPEARANCE_SHAPE[0], conv1_t_size=7, conv1_t_stride=2,
+        widen_factor=config.widen_factor, num_classes=N_CLASSES,
+    )
+
+
+def make_context_net() -> nn.Module:
+    """(N, 23, B) height-probability map (B bins, a multiple of 8) → (N, 23, B) refined level logits."""
+    return UNet(
+        spatial_dims=1, in_channels=N_CLASSES, out_channels=N_CLASSES,
+        channels=(32, 64, 128, 128), strides=(2, 2, 2), num_res_units=1, norm="batch",
+    )
+
+
+#: Levels trained as another class: transitional bodies as the level they extend (the beam search
+#: turns the lower of two "L5"s into L6, of two "T12"s into T13) and C2 as C3 (the upper of two
+#: "C3"s becomes C2, paper §3.2 step 6).
+TRAINED_AS: dict[str, str] = {**TRANSITIONAL_AFTER, "C2": "C3"}
+
+
+def level_class(level: str) -> int:
+    """Training class (index in ``LABELLER_CLASSES``) of a true level; see :data:`TRAINED_AS`."""
+    return LABELLER_CLASSES.index(TRAINED_AS.get(level, level))
+
+
+def truth_vertebrae(truth: dict, series_instance_uid: str, pixels_shape: tuple[int, int, int], geometry) -> list[tuple[Vertebra3D, str]]:
+    """True bodies of one sagittal stack as detector-style :class:`Vertebra3D` (score 1) with levels.
+
+    A body is kept when its centroid falls inside the image in at least one slice where it is visible.
+    """
+    per_level: dict[str, list[SliceQuad]] = {}
+    rows, cols = pixels_shape[1:]
+    for index in range(pixels_shape[0]):
+        outlines, levels = slice_quads(truth["vertebrae"], geometry, index)
+        for outline, level in zip(outlines, levels):
+            row, col = outline[4]
+            if 0 <= row < rows and 0 <= col < cols:
+                per_level.setdefault(level, []).append(SliceQuad(index, outline[4], outline[:4], 1.0))
+    by_level = {v["level"]: v for v in truth["vertebrae"]}
+    result = []
+    for level, quads in per_level.items():
+        entry = by_level[level]
+        vertebra = Vertebra3D(
+            series_instance_uid=series_instance_uid,
+            centroid_mm=np.asarray(entry["centroid_mm"], dtype=float),
+            corners_mm=np.asarray(entry["corners_mm"], dtype=float),
+            detection_score=1.0,
+            slice_quads=tuple(quads),
+        )
+        result.append((vertebra, level))
+    return result
+
+
+def cache_labeller_study(study_dir: Path, cache_dir: Path, max_series: int = 2) -> Path | None:
+    """Appearance volumes of every true body in up to ``max_series`` sagittal series of a study.
+
+    Writes ``<cache>/<study>.npz``: ``volumes`` (n, 16, 112, 112) float16, ``series`` (n,) series
+    index within the file, ``spans_mm`` (n, 2) (inferior, superior z of the corners) and ``levels``
+    (n,) str (classes are derived from the levels when loading, :func:`level_class`).
+    """
+    out = cache_dir / f"{study_dir.name}.npz"
+    if out.exists():
+        return out
+    truth = json.loads((study_dir / "truth.json").read_text())
+    kinds = {s["series_instance_uid"]: s["kind"] for s in truth["series"]}
+    rng = np.random.default_rng(int(truth["seed"]))
+    scan = scan_study_folder(study_dir / "study")
+    candidates = [s for s in scan.series if kinds.get(s.series_instance_uid) in SAGITTAL_KINDS]
+    rng.shuffle(candidates)
+    volumes, series_ids, spans, levels = [], [], [], []
+    for series_id, series in enumerate(candidates[:max_series]):
+        loaded = series.stacks[0].load()
+        if loaded.geometry is None:
+            continue
+        pixels = normalise_intensity(loaded.pixels)
+        for vertebra, level in truth_vertebrae(truth, series.series_instance_uid, pixels.shape, loaded.geometry):
+            z = vertebra.corners_mm[:, 2]
+            volumes.append(appearance_volume(pixels, loaded.geometry, vertebra).astype(np.float16))
+            series_ids.append(series_id)
+            spans.append((z.min(), z.max()))
+            levels.append(level)
+    if not volumes:
+        return None
+    np.savez(out, volumes=np.stack(volumes), series=np.asarray(series_ids),
+             spans_mm=np.asarray(spans, dtype=np.float32), levels=np.asarray(levels, dtype=str))
+    return out
+
+
+@dataclass
+class LabellerData:
+    """All cached labeller studies in memory."""
+
+    volumes: np.ndarray  # (n, 16, 112, 112) float16
+    classes: np.ndarray  # (n,) int, index in LABELLER_CLASSES (level_class)
+    groups: list[np.ndarray]  # indices of the bodies of each (study, series), caudal → cranial
+    spans_mm: np.ndarray  # (n, 2)
+
+    @classmethod
+    def load(cls, files: Sequence[Path]) -> "LabellerData":
+        volumes, classes, spans, groups = [], [], [], []
+        offset = 0
+        for path in files:
+            with np.load(path) as data:
+                volumes.append(data["volumes"])
+                classes.append(np.array([level_class(str(level)) for level in data["levels"]], dtype=np.int64))
+                spans.append(data["spans_mm"])
+                for series_id in np.unique(data["series"]):
+                    members = np.flatnonzero(data["series"] == series_id)
+                    order = np.argsort(data["spans_mm"][members].mean(axis=1))
+                    groups.append(offset + members[order])
+                offset += len(data["levels"])
+        return cls(np.concatenate(volumes), np.concatenate(classes), groups, np.concatenate(spans))
+
+
+def _appearance_augmentation(seed: int):
+    spatial = RandAffined(
+        keys="image", prob=0.9, rotate_range=(math.radians(12),), scale_range=((-0.12, 0.12),),
+        translate_range=((-10, 10), (-10, 10)), padding_mode="zeros",
+    )
+    spatial.set_random_state(seed)
+    intensity = intensity_augmentation()
+    intensity.set_random_state(seed + 1)
+    return lambda volume: intensity(spatial({"image": volume}))["image"]
+
+
+def train_appearance(data: LabellerData, val: LabellerData, config: LabellerConfig, out_path: Path) -> dict:
+    """Cross-entropy training of the appearance network; keeps the best validation accuracy."""
+    torch.manual_seed(config.seed)
+    model = make_appearance_net(config)
+    optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate, betas=(0.9, 0.999))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, config.appearance_steps) / config.appearance_steps))
+    )
+    augment = _appearance_augmentation(config.seed)
+    rng = np.random.default_rng(config.seed)
+    history: dict = {"config": asdict(config), "train_loss": [], "val_accuracy": []}
+    best, started, running = -1.0, time.perf_counter(), 0.0
+    for step in range(1, config.appearance_steps + 1):
+        model.train()
+        chosen = rng.integers(len(data.classes), size=config.batch_size)
+        batch = torch.stack([torch.as_tensor(np.asarray(augment(data.volumes[i].astype(np.float32)))) for i in chosen])
+        target = torch.as_tensor(data.classes[chosen], dtype=torch.long)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = model(batch)
+        loss = nn.functional.cross_entropy(logits.float(), target)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+        running += loss.item()
+        if step % 50 == 0:
+            history["train_loss"].append((step, running / 50))
+            logger.info("appearance step %d loss %.4f (%.0f s)", step, running / 50, time.perf_counter() - started)
+            running = 0.0
+        if step % 250 == 0 or step == config.appearance_steps:
+            accuracy = float((appearance_logits(model, val).argmax(1) == val.classes).mean())
+            history["val_accuracy"].append((step, accuracy))
+            logger.info("appearance step %d val accuracy %.4f", step, accuracy)
+            if accuracy > best:
+                best = accuracy
+                torch.save(model.state_dict(), out_path)
+    history["best_val_accuracy"], history["wall_s"] = best, time.perf_counter() - started
+    return history
+
+
+@torch.no_grad()
+def appearance_logits(model: nn.Module, data: LabellerData, batch_size: int = 64) -> np.ndarray:
+    """(n, 23) logits of every cached volume (no augmentation)."""
+    model.eval()
+    out = [model(torch.as_tensor(data.volumes[i : i + batch_size].astype(np.float32))).numpy()
+           for i in range(0, len(data.volumes), batch_size)]
+    return np.concatenate(out) if out else np.zeros((0, N_CLASSES), np.float32)
+
+
+def context_example(
+    data: LabellerData, logits: np.ndarray, group: np.ndarray, rng: np.random.Generator, augment: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """One context-network training pair: padded input map (23, B) and per-bin targets (B,).
+
+    Augmentation: a random contiguous run of the bodies (a smaller field of view), heights scaled by
+    ±10 % (body size), and each body dropped from the input with probability 0.1 while its target stays.
+    """
+    members = group
+    if augment and len(members) > 2:
+        length = int(rng.integers(2, len(members) + 1))
+        start = int(rng.integers(0, len(members) - length + 1))
+        members = members[start : start + length]
+    spans = data.spans_mm[members].astype(float)
+    if augment:
+        spans = (spans - spans.mean()) * rng.uniform(0.9, 1.1) + spans.mean()
+    probabilities = temperature_softmax(logits[members])
+    keep = np.ones(len(members), bool)
+    if augment:
+        keep = rng.random(len(members)) >= 0.1
+        if not keep.any():
+            keep[rng.integers(len(members))] = True
+    height_map = height_probability_map(spans[keep], probabilities[keep])
+    # Targets on the input map's bins for every body, dropped ones included.
+    targets = context_targets(spans, data.classes[members], height_map)
+    inputs = pad_bins(height_map.probabilities)
+    return inputs, np.pad(targets, (0, inputs.shape[1] - len(targets)), constant_values=-1)
+
+
+
+def train_context(
+    data: LabellerData, logits: np.ndarray, val: LabellerData, val_logits: np.ndarray, config: LabellerConfig, out_path: Path
+) -> dict:
+    """Cross-entropy training of the context network on height maps built from appearance outputs.
+
+    Validation: per-body accuracy of the refined map's argmax at each body's centroid bin, without
+    augmentation (the beam search then only has to repair what is left).
+    """
+    torch.manual_seed(config.seed)
+    model = make_context_net()
+    optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate, betas=(0.9, 0.999))
+    rng = np.random.default_rng(config.seed)
+    groups = [g for g in data.groups if len(g)]
+    history: dict = {"config": asdict(config), "train_loss": [], "val_accuracy": []}
+    best, started, running = -1.0, time.perf_counter(), 0.0
+    for step in range(1, config.context_steps + 1):
+        model.train()
+        examples = [context_example(data, logits, groups[i], rng, augment=True) for i in rng.integers(len(groups), size=16)]
+        width = max(x.shape[1] for x, _ in examples)
+        inputs = torch.as_tensor(np.stack([np.pad(x, ((0, 0), (0, width - x.shape[1]))) for x, _ in examples]), dtype=torch.float32)
+        targets = torch.as_tensor(np.stack([np.pad(t, (0, width - len(t)), constant_values=-1) for _, t in examples]))
+        loss = nn.functional.cross_entropy(model(inputs), targets, ignore_index=-1)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        running += loss.item()
+        if step % 100 == 0:
+            history["train_loss"].append((step, running / 100))
+            logger.info("context step %d loss %.4f (%.0f s)", step, running / 100, time.perf_counter() - started)
+            running = 0.0
+        if step % 500 == 0 or step == config.context_steps:
+            accuracy = context_accuracy(model, val, val_logits)
+            history["val_accuracy"].append((step, accuracy))
+            logger.info("context step %d val accuracy %.4f", step, accuracy)
+            if accuracy > best:
+                best = accuracy
+                torch.save(model.state_dict(), out_path)
+    history["best_val_accuracy"], history["wall_s"] = best, time.perf_counter() - started
+    return history
+
+
+@torch.no_grad()
+def context_accuracy(model: nn.Module, data: LabellerData, logits: np.ndarray) -> float:
+    """Fraction of bodies whose refined argmax at the centroid bin is their training class."""
+    model.eval()
+    rng = np.random.default_rng(0)
+    correct = total = 0
+    for group in data.groups:
+        inputs, targets = context_example(data, logits, group, rng, augment=False)
+        predicted = model(torch.as_tensor(inputs[None], dtype=torch.float32))[0].argmax(0).numpy()
+        spans = data.spans_mm[group]
+        height_map = height_probability_map(spans, temperature_softmax(logits[group]))
+        bins = detection_bins(height_map, spans.mean(axis=1))
+        correct += int((predicted[bins] == data.classes[group]).sum())
+        total += len(group)
+    return correct / max(total, 1)
