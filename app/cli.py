@@ -4,6 +4,7 @@ Commands::
 
     python app     -i STUDY_DIR -o OUT_DIR [-m MODELS_DIR] [-l LEVEL]   # from the repository root
     spine-map      -i STUDY_DIR -o OUT_DIR [-m MODELS_DIR] [-l LEVEL]   # installed script, same thing
+    spine-map --batch -i STUDIES_DIR -o OUT_DIR [...]                  # every sub-folder a study
     monai-deploy exec [app] -i STUDY_DIR -o OUT_DIR [...]              # same, in-process
     monai-deploy package|run|version|nics ...                          # handed to holoscan-cli unchanged
 
@@ -11,6 +12,11 @@ SDK 4 dropped ``monai-deploy exec``; this wrapper brings it back and passes ever
 holoscan-cli's own ``monai-deploy``. (The project's script shadows holoscan-cli's script of the
 same name because pip installs the project after its dependencies; reinstalling holoscan-cli on
 its own would put its script back, and ``pip install -e .`` restores ours.)
+
+``--batch`` runs every sub-folder of ``-i`` as one study in this one process (models are loaded
+once), writes each study's outputs into ``OUT_DIR/<sub-folder name>/`` and a per-study table of
+exit codes and run times into ``OUT_DIR/batch_summary.csv``; its exit code is 0 when every study
+gave 0, else the code of the first study that did not.
 
 Inside a MAP container the app runs without arguments and takes its folders from
 ``HOLOSCAN_INPUT_PATH`` / ``HOLOSCAN_OUTPUT_PATH`` / ``HOLOSCAN_MODEL_PATH``.
@@ -20,7 +26,8 @@ Exit codes:
 ====  =====================================================================================
 0     report written (it may carry warnings)
 1     internal error (a bug): one line on stderr; the exception class and code location (no
-      data values) go to ``OUT_DIR/spine_map.log``
+      data values) go to ``OUT_DIR/spine_map.log``; also a model that is missing or does not
+      match ``models/manifest.json`` (the line names the model and the reason)
 2     usage error: bad arguments, input folder missing
 3     nothing usable: no readable DICOM image series in the input; a report with warnings is
       still written
@@ -35,11 +42,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
+import io
 import json
 import logging
 import os
 import resource
 import sys
+import time
 import traceback
 import warnings
 from dataclasses import dataclass
@@ -71,6 +81,8 @@ DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 _LOG_LEVELS = ("DEBUG", "INFO", "WARN", "ERROR", "CRITICAL")
 
 logger = logging.getLogger("spine_map")
+#: Progress of a run: per-stage timings (:mod:`operators.core.run_log`) and the closing lines.
+run_logger = logging.getLogger("spine_map.run")
 
 
 class UsageError(Exception):
@@ -117,6 +129,9 @@ def _redact_foreign(record: logging.LogRecord) -> bool:
     if not _is_own(record):
         record.msg = "%s message from %s (%s:%d); text not logged, it may quote data"
         record.args = (record.levelname, record.name, record.module, record.lineno)
+        # Their tracebacks too (pydicom logs a decoder failure with one): the message of the
+        # exception may quote data, and the failure is already reported as a study warning.
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
     return True
 
 
@@ -162,7 +177,10 @@ def _run_logging(output_dir: Path, level: str | None) -> Iterator[None]:
         logging.raiseExceptions = saved_raise
         for handler in (console, file_handler):
             root.removeHandler(handler)
-            handler.close()
+            # Closing flushes the log file; on a full disk that fails, and the run's own outcome
+            # (already decided and reported) must not be replaced by a second error.
+            with contextlib.suppress(OSError):
+                handler.close()
         root.setLevel(saved_level)
 
 
@@ -190,30 +208,33 @@ def _log_exception(error: BaseException) -> None:
 # --------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class RunOptions:
-    """What one run needs: the study folder, the output folder, the models folder, a log level."""
+    """What one run needs: the study folder, the output folder, the models folder, a log level;
+    with ``batch``, ``input_dir`` holds one study folder per sub-folder."""
 
     input_dir: Path
     output_dir: Path
     model_dir: Path
     log_level: str | None = None
+    batch: bool = False
 
 
 def _prepare_output(output_dir: Path) -> None:
-    """Create the output folder, check it is writable and remove the previous run's report files.
+    """Create the output folder, check it is writable and remove the previous run's output files.
 
-    A report left from an earlier run must not pass for this run's result if this run fails.
+    A report, SR or key image left from an earlier run must not pass for this run's result if this
+    run fails.
 
     Raises:
         OSError: the folder cannot be created or written.
     """
-    from operators.core.report import REPORT_CSV_NAME, REPORT_JSON_NAME
+    from operators.core.study_outputs import previous_outputs
 
     output_dir.mkdir(parents=True, exist_ok=True)
     probe = output_dir / f".{PROG}-write-test-{os.getpid()}"
     probe.write_bytes(b"")
     probe.unlink()
-    for name in (REPORT_JSON_NAME, REPORT_CSV_NAME):
-        (output_dir / name).unlink(missing_ok=True)
+    for path in previous_outputs(output_dir):
+        path.unlink(missing_ok=True)
 
 
 def _reason(error: OSError) -> str:
@@ -242,23 +263,33 @@ def run_study(options: RunOptions) -> int:
 
 def _run_pipeline(options: RunOptions) -> int:
     """Build and run the app; map every failure to an exit code and one console line."""
+    # Imported before the try: the except clauses below name them even when the app import fails.
+    from operators.core.onnx_models import ModelError
+    from operators.core.report import ReportWriteError
+
     logger.info("%s %s: writing into %s", PROG, __version__, options.output_dir)
     try:
         from monai.deploy.core import AppContext
 
         from app.application import SpineMapApp
-        from operators.core.report import ReportWriteError
 
         _set_holoscan_log_level(options.log_level)
         context = AppContext(
             {"input": str(options.input_dir), "output": str(options.output_dir), "model": str(options.model_dir)}
         )
+        start = time.perf_counter()
         SpineMapApp(context).run()
-        return _report_outcome(options.output_dir)
+        code = _report_outcome(options.output_dir)
+        _log_run_end(options.output_dir, time.perf_counter() - start)
+        return code
     except ReportWriteError as error:
         _log_exception(error)
         print(f"{PROG}: {error}", file=sys.stderr)
         return EXIT_OUTPUT_UNWRITABLE
+    except ModelError as error:  # missing or tampered model: the message names it (no patient data)
+        _log_exception(error)
+        print(f"{PROG}: {error}", file=sys.stderr)
+        return EXIT_INTERNAL_ERROR
     except Exception as error:  # never a traceback on the console
         _log_exception(error)
         print(
@@ -292,6 +323,71 @@ def _report_outcome(output_dir: Path) -> int:
     return EXIT_OK
 
 
+def _log_run_end(output_dir: Path, seconds: float) -> None:
+    """The run log's closing lines: the run time and every file in the output folder."""
+    from operators.core.study_outputs import previous_outputs
+
+    names = [str(path.relative_to(output_dir)) for path in previous_outputs(output_dir)] + [LOG_FILE_NAME]
+    run_logger.info("run finished in %.3f s", seconds)
+    run_logger.info("outputs in %s: %s", output_dir, ", ".join(names))
+
+
+# --------------------------------------------------------------------------------------------------
+# Batch: many studies, one process
+# --------------------------------------------------------------------------------------------------
+BATCH_SUMMARY_NAME = "batch_summary.csv"
+_OUTCOMES = {
+    EXIT_OK: "report written",
+    EXIT_INTERNAL_ERROR: "internal error",
+    EXIT_USAGE: "usage error",
+    EXIT_NOTHING_USABLE: "no readable DICOM image series",
+    EXIT_OUTPUT_UNWRITABLE: "output not writable",
+}
+
+
+def run_batch(options: RunOptions) -> int:
+    """Run every sub-folder of ``options.input_dir`` as one study (see the module docstring).
+
+    Studies run one after the other in this process, so each model is loaded once
+    (:func:`operators.core.onnx_models.open_model` caches them) and reused by every study.
+
+    Returns:
+        0 when every study gave 0, else the exit code of the first study that did not;
+        :data:`EXIT_USAGE` when ``-i`` has no sub-folder, :data:`EXIT_OUTPUT_UNWRITABLE` when the
+        summary cannot be written.
+    """
+    studies = sorted(p for p in options.input_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not studies:
+        print(f"{PROG}: error: --batch needs study folders inside {options.input_dir}; it has none", file=sys.stderr)
+        return EXIT_USAGE
+    rows = []
+    for number, study in enumerate(studies, start=1):
+        print(f"{PROG}: study {number} of {len(studies)}: {study.name}")
+        start = time.perf_counter()
+        code = run_study(
+            RunOptions(study, options.output_dir / study.name, options.model_dir, options.log_level)
+        )
+        rows.append((study.name, code, time.perf_counter() - start))
+    failed = [(name, code) for name, code, _ in rows if code != EXIT_OK]
+    summary_path = options.output_dir / BATCH_SUMMARY_NAME
+    table = io.StringIO()
+    writer = csv.writer(table, lineterminator="\n")
+    writer.writerow(("study", "exit_code", "outcome", "seconds"))
+    writer.writerows((name, code, _OUTCOMES[code], f"{seconds:.3f}") for name, code, seconds in rows)
+    try:
+        options.output_dir.mkdir(parents=True, exist_ok=True)
+        summary_path.write_text(table.getvalue(), encoding="utf-8")
+    except OSError as error:
+        print(f"{PROG}: cannot write {summary_path}: {_reason(error)}", file=sys.stderr)
+        return EXIT_OUTPUT_UNWRITABLE
+    print(
+        f"{PROG}: batch finished: {len(rows)} studies, {len(rows) - len(failed)} with a report"
+        + (f", {len(failed)} failed ({', '.join(f'{name}: exit {code}' for name, code in failed)})" if failed else "")
+        + f"; summary in {summary_path}"
+    )
+    return failed[0][1] if failed else EXIT_OK
+
+
 # --------------------------------------------------------------------------------------------------
 # Argument parsing
 # --------------------------------------------------------------------------------------------------
@@ -314,6 +410,11 @@ def _run_parser(prog: str) -> _Parser:
     parser.add_argument("-m", "--model", help=f"models folder (default: ${_ENV_MODEL} or the repository's models/)")
     parser.add_argument(
         "-l", "--log-level", type=str.upper, choices=_LOG_LEVELS, help="console log level (default: warnings only)"
+    )
+    parser.add_argument(
+        "--batch", action="store_true",
+        help="-i is a folder of study folders: run each in this process (models loaded once), "
+        "outputs in OUT_DIR/<study folder name>/, exit codes in OUT_DIR/batch_summary.csv",
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     return parser
@@ -340,7 +441,9 @@ def parse_run_args(argv: Sequence[str], prog: str = PROG) -> RunOptions:
     if args.model and not model_dir.exists():
         raise UsageError(f"models folder does not exist: {model_dir}")
     output_dir = Path(args.output or os.environ.get(_ENV_OUTPUT) or "output").absolute()
-    return RunOptions(input_dir=input_dir, output_dir=output_dir, model_dir=model_dir, log_level=args.log_level)
+    return RunOptions(
+        input_dir=input_dir, output_dir=output_dir, model_dir=model_dir, log_level=args.log_level, batch=args.batch
+    )
 
 
 def _run_command(argv: Sequence[str], prog: str) -> int:
@@ -349,7 +452,7 @@ def _run_command(argv: Sequence[str], prog: str) -> int:
     except UsageError as error:
         print(f"{prog}: error: {error} (usage: {prog} -i STUDY_DIR -o OUT_DIR; see --help)", file=sys.stderr)
         return EXIT_USAGE
-    return run_study(options)
+    return run_batch(options) if options.batch else run_study(options)
 
 
 def run_app_main(argv: Sequence[str] | None = None) -> int:

@@ -77,7 +77,7 @@ import pydicom
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, MediaStorageDirectoryStorage
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, MediaStorageDirectoryStorage, RLELossless
 
 from operators.core.geometry import Plane, VolumeGeometry, orientation_vectors
 from operators.core.study_warning import StudyWarning
@@ -243,7 +243,10 @@ class ImageStack:
         for instance in self.instances:
             try:
                 frames.append(_decode_instance(instance, last_file))
-            except Exception as exc:  # any decoder failure is reported per file, never re-raised raw
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as exc:  # noqa: BLE001 - Rust decoders (pylibjpeg-rle) raise pyo3's
+                # PanicException, a BaseException, on corrupt data: it is a bad file, not a stop.
                 frames.append(None)
                 failures.append((instance.relative_path, _decode_failure_reason(exc, instance)))
         return frames, failures
@@ -729,17 +732,28 @@ def _positive(value: float | None) -> float | None:
 # ------------------------------------------------------------------------------------------------
 # Decoding pixels
 # ------------------------------------------------------------------------------------------------
+#: Largest image matrix decoded (8192²): spine MR/CT images are ≤ 1024², composed whole spine ≤ 2048².
+MAX_PIXELS_PER_IMAGE = 8192 * 8192
+
+
 def _decode_instance(instance: InstanceHeader, last_file: dict[Path, np.ndarray]) -> np.ndarray:
     """``(R, C)`` float32 physical values of one image (one frame of a multi-frame file).
 
     ``last_file`` caches the decoded array of the most recent file, so consecutive frames of one
     multi-frame file decode it once.
     """
+    if instance.rows * instance.columns > MAX_PIXELS_PER_IMAGE:
+        # A header claiming e.g. 40000² would make the decoder allocate gigabytes per frame.
+        raise ValueError(f"matrix {instance.rows}x{instance.columns} is larger than any spine image")
     if instance.path not in last_file:
         last_file.clear()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ds = pydicom.dcmread(instance.path, force=instance.without_preamble)
+            if ds.file_meta.get("TransferSyntaxUID") == RLELossless:
+                # pydicom's own numpy RLE decoder: pylibjpeg-rle (Rust) panics on corrupt data and
+                # prints a Rust backtrace to the console before the panic can be caught.
+                ds.pixel_array_options(decoding_plugin="pydicom")
             last_file[instance.path] = ds.pixel_array
     array = last_file[instance.path]
     frame = array if instance.frame is None else array[instance.frame]

@@ -19,9 +19,11 @@ Layout of the output folder (``spine_report.json`` / ``spine_report.csv`` come f
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
+from operators.core.dicom_io import SeriesReadError
 from operators.core.gradings import RSNA_CONDITION_TITLES, RSNA_CONDITIONS, RSNA_SEVERITIES, SPINENET_GRADINGS
 from operators.core.key_images import write_key_images
 from operators.core.report import (
@@ -35,6 +37,8 @@ from operators.core.report import (
     write_text_atomic,
 )
 from operators.core.structured_report import SR_FILE_NAME, write_structured_report
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from operators.core.dicom_io import StudyScan
@@ -133,9 +137,10 @@ def write_study_outputs(report: Mapping[str, Any], study: StudyScan, out_dir: Pa
     Returns:
         The files written, in the order written (summary last).
 
+    Key images whose slices cannot be decoded are left out (logged); everything else is still written.
+
     Raises:
         OSError: the output folder cannot be written.
-        SeriesReadError: a key image's slices cannot be decoded.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -143,7 +148,11 @@ def write_study_outputs(report: Mapping[str, Any], study: StudyScan, out_dir: Pa
     for name, text in ((VERTEBRAE_CSV_NAME, render_vertebrae_csv(report)), (DISCS_CSV_NAME, render_discs_csv(report))):
         write_text_atomic(out / name, text)
         written.append(out / name)
-    written += write_key_images(report, study, out, out / DICOM_FOLDER)
+    try:
+        written += write_key_images(report, study, out, out / DICOM_FOLDER)
+    except SeriesReadError:
+        # The report already says which series could not be decoded; a picture of it cannot be drawn.
+        logger.warning("key images not written: the slices they show cannot be decoded")
     sr_path = write_structured_report(report, study, out / DICOM_FOLDER)
     if sr_path is not None:
         written.append(sr_path)
