@@ -6,7 +6,8 @@ Pipeline (design §2); stages marked * come in later issues and slot in where th
     study folder
      └─ StudyLoaderOperator ──────────────────────────────────────────────┐ study
          └─ SeriesSelectorOperator ──────────────────────────────────────┤ decisions
-             ├─ *VFR detector → *labeller → *volume extractor            │
+             ├─ VFR detector → level labeller ───────────────────────────┤ findings
+             │   └─ *volume extractor                                    │
              │        ├─ *multi-view grader                              │
              │        ├─ *cancer SCT                                     │
              │        └─ *Bilsky classifier                              │
@@ -23,17 +24,25 @@ from monai.deploy.conditions import CountCondition
 from monai.deploy.core import AppContext, Application
 
 from app import __version__
+from operators.core.onnx_models import ModelError, model_infos
 from operators.core.report import SoftwareInfo
+from operators.level_labeller import LevelLabellerOperator
 from operators.report_writer import ReportWriterOperator
 from operators.series_selector import SeriesSelectorOperator
+from operators.sr_writer import SRWriterOperator
 from operators.study_loader import StudyLoaderOperator
+from operators.vertebra_detector import VertebraDetectorOperator
 
 APP_NAME = "spine-map"
 
 
-def software_info() -> SoftwareInfo:
-    """``software`` of the report: this application and (once stages use them) its models."""
-    return SoftwareInfo(name=APP_NAME, version=__version__)
+def software_info(model_folder: Path) -> SoftwareInfo:
+    """``software`` of the report: this application and the models in ``model_folder``."""
+    try:
+        models = model_infos(model_folder)
+    except ModelError:  # no usable manifest: the detector stage stops the run with the reason
+        models = ()
+    return SoftwareInfo(name=APP_NAME, version=__version__, models=models)
 
 
 class SpineMapApp(Application):
@@ -59,13 +68,25 @@ class SpineMapApp(Application):
             self, CountCondition(self, 1), input_folder=Path(context.input_path), name="study_loader"
         )
         series_selector = SeriesSelectorOperator(self, name="series_selector")
+        models = Path(context.model_path)
+        vertebra_detector = VertebraDetectorOperator(self, model_folder=models, name="vertebra_detector")
+        level_labeller = LevelLabellerOperator(self, model_folder=models, name="level_labeller")
         report_writer = ReportWriterOperator(
-            self, output_folder=Path(context.output_path), software=software_info(), name="report_writer"
+            self, output_folder=Path(context.output_path), software=software_info(models), name="report_writer"
         )
 
         self.add_flow(study_loader, series_selector, {("study", "study")})
-        # Later issues: detector, labeller and volume extractor take `decisions` (and `study` for
-        # the pixels) here; the graders, cancer SCT and Bilsky classifier follow the extractor and
-        # feed their results into new ports of the report writer.
+        self.add_flow(study_loader, vertebra_detector, {("study", "study")})
+        self.add_flow(series_selector, vertebra_detector, {("decisions", "decisions")})
+        self.add_flow(
+            vertebra_detector, level_labeller,
+            {("sagittal", "sagittal"), ("vertebrae", "vertebrae"), ("warnings", "warnings")},
+        )
+        # Later issues: the volume extractor follows the labeller; the graders, cancer SCT and
+        # Bilsky classifier follow the extractor and feed new ports of the report writer.
+        self.add_flow(level_labeller, report_writer, {("findings", "findings")})
         self.add_flow(series_selector, report_writer, {("decisions", "decisions")})
         self.add_flow(study_loader, report_writer, {("study", "study")})
+        sr_writer = SRWriterOperator(self, output_folder=Path(context.output_path), name="sr_writer")
+        self.add_flow(report_writer, sr_writer, {("report", "report")})
+        self.add_flow(study_loader, sr_writer, {("study", "study")})

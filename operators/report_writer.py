@@ -8,6 +8,7 @@ from pathlib import Path
 from monai.deploy.core import ExecutionContext, Fragment, InputContext, Operator, OperatorSpec, OutputContext
 
 from operators.core.report import SoftwareInfo, study_report, write_report
+from operators.core.run_log import stage_timer
 
 logger = logging.getLogger(__name__)
 
@@ -19,6 +20,9 @@ class ReportWriterOperator(Operator):
     Input ports:
         ``study``: :class:`~operators.core.dicom_io.StudyScan` (series and loader warnings).
         ``decisions``: ``list[SeriesDecision]`` from the series selector.
+        ``findings``: :class:`~operators.core.vertebra_pipeline.VertebraFindings` from the labeller.
+    Output port:
+        ``report``: the validated report dict, for the SR writer.
 
     Later stages add their own input ports here (vertebrae, discs, Bilsky grades) and pass them on
     to :func:`~operators.core.report.study_report`.
@@ -37,9 +41,17 @@ class ReportWriterOperator(Operator):
     def setup(self, spec: OperatorSpec) -> None:
         spec.input("study")
         spec.input("decisions")
+        spec.input("findings")
+        spec.output("report")
 
     def compute(self, op_input: InputContext, op_output: OutputContext, context: ExecutionContext) -> None:
         study = op_input.receive("study")
         decisions = op_input.receive("decisions")
-        files = write_report(study_report(study, decisions, self.software), self.output_folder)
+        findings = op_input.receive("findings")
+        with stage_timer("report_writer"):
+            report = study_report(
+                study, decisions, self.software, vertebrae=findings.vertebrae, warnings=findings.warnings
+            )
+            files = write_report(report, self.output_folder)
         logger.info("wrote %s and %s", files.json_path.name, files.csv_path.name)
+        op_output.emit(report, "report")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -23,8 +24,11 @@ from conftest import (
 )
 
 import app
-from app.cli import EXIT_OK, EXIT_USAGE, LOG_FILE_NAME, main
+from app.cli import EXIT_INTERNAL_ERROR, EXIT_OK, EXIT_USAGE, LOG_FILE_NAME, main
 from operators.core.report import REPORT_CSV_NAME, REPORT_JSON_NAME, load_schema
+
+
+REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
 
 
 def read_report(out: Path) -> dict:
@@ -69,7 +73,19 @@ def test_in_process_run_writes_a_valid_report_with_every_role(in_process_run, ge
     assert found == expected
     assert all(s["reason"] for s in report["series"])
     assert report["summary"]["series_used"] == sum(role != "unused" for role in expected.values())
-    assert report["software"] == {"name": "spine-map", "version": app.__version__, "models": []}
+    assert report["software"]["name"] == "spine-map" and report["software"]["version"] == app.__version__
+    manifest = json.loads((REPO_MODELS / "manifest.json").read_text())["models"]
+    assert {m["name"]: m["sha256"] for m in report["software"]["models"]} == {
+        name: entry["sha256"]["onnx"] for name, entry in manifest.items()
+    }
+    # Every vertebra fully in view of a sagittal series is reported with its level, near its centroid.
+    sagittal = [s["series_instance_uid"] for s in truth["series"] if s["expected_role"].startswith("sag_")]
+    expected = [v for v in truth["vertebrae"] if any(v["fully_in_view"].get(uid) for uid in sagittal)]
+    assert expected
+    for vertebra in expected:
+        reported = min(report["vertebrae"], key=lambda e: math.dist(e["centroid_mm"], vertebra["centroid_mm"]))
+        assert math.dist(reported["centroid_mm"], vertebra["centroid_mm"]) < 0.5 * vertebra["height_mm"]
+        assert reported["level"] == vertebra["level"]
     rows = list(csv.DictReader((out / REPORT_CSV_NAME).open(encoding="utf-8")))
     assert [r["series_instance_uid"] for r in rows if r["record"] == "series"] == [
         s["series_instance_uid"] for s in report["series"]
@@ -145,13 +161,23 @@ def test_app_yaml_is_a_map_manifest_for_this_version() -> None:
 
 
 def test_map_style_run_takes_folders_from_the_environment(small_study: Path, tmp_path: Path, run_app, monkeypatch) -> None:
-    """Inside a MAP the app runs without arguments; HOLOSCAN_MODEL_PATH may name a folder that was not packaged."""
+    """Inside a MAP the app runs without arguments, its folders named by HOLOSCAN_*_PATH."""
+    monkeypatch.setenv("HOLOSCAN_INPUT_PATH", str(small_study))
+    monkeypatch.setenv("HOLOSCAN_OUTPUT_PATH", str(tmp_path / "out"))
+    monkeypatch.setenv("HOLOSCAN_MODEL_PATH", str(REPO_MODELS))
+    run = run_app()
+    assert run.code == EXIT_OK, run.console
+    assert len(read_report(tmp_path / "out")["series"]) == 3
+
+
+def test_a_models_folder_without_the_models_is_one_clear_line(small_study: Path, tmp_path: Path, run_app, monkeypatch) -> None:
     monkeypatch.setenv("HOLOSCAN_INPUT_PATH", str(small_study))
     monkeypatch.setenv("HOLOSCAN_OUTPUT_PATH", str(tmp_path / "out"))
     monkeypatch.setenv("HOLOSCAN_MODEL_PATH", str(tmp_path / "no_models_packaged"))
     run = run_app()
-    assert run.code == EXIT_OK, run.console
-    assert len(read_report(tmp_path / "out")["series"]) == 3
+    assert run.code == EXIT_INTERNAL_ERROR
+    assert "vertebra_detector" in run.stderr and "Traceback" not in run.console
+    assert len(run.stderr.strip().splitlines()) == 1
 
 
 def test_explicit_models_folder_must_exist(small_study: Path, tmp_path: Path, run_app) -> None:

@@ -39,9 +39,15 @@ from operators.core.report import REPORT_CSV_NAME, REPORT_JSON_NAME, load_schema
 
 
 def assert_private(run: AppRun, out: Path, identifiers: tuple[str, ...] = PATIENT_IDENTIFIERS) -> None:
-    """Neither the console nor any file the app wrote names the patient."""
+    """Neither the console nor any file the app wrote names the patient.
+
+    ``dicom/`` is left out: the SR and Secondary Capture objects must carry the study's patient
+    module, or PACS could not file them with the study.
+    """
     assert_clean_console(run, identifiers)
-    for path in out.iterdir():
+    for path in out.rglob("*"):
+        if not path.is_file() or path.relative_to(out).parts[0] == "dicom":
+            continue
         text = path.read_text(encoding="utf-8", errors="replace").lower()
         for value in identifiers:
             assert value.lower() not in text, f"{value!r} leaked into {path.name}"

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from operators.core import onnx_models
-from operators.core.onnx_models import ModelError, model_versions, models_dir, open_model
+from operators.core.onnx_models import ModelError, model_infos, models_dir, open_model
 
 onnx = pytest.importorskip("onnx")
 
@@ -144,13 +144,13 @@ def test_models_dir_prefers_the_explicit_folder_then_the_environment(tmp_path: P
     assert models_dir(str(tmp_path / "cli")) == tmp_path / "cli"
 
 
-def test_model_versions_lists_every_manifest_hash(tmp_path: Path) -> None:
+def test_model_infos_lists_every_manifest_hash(tmp_path: Path) -> None:
     a, b = _scale_model_bytes(2.0), _scale_model_bytes(3.0)
     folder = write_models(tmp_path / "models", {"b": b, "a": a})
 
-    assert model_versions(folder) == {"a": hashlib.sha256(a).hexdigest(), "b": hashlib.sha256(b).hexdigest()}
+    assert {m.name: m.sha256 for m in model_infos(folder)} == {"a": hashlib.sha256(a).hexdigest(), "b": hashlib.sha256(b).hexdigest()}
     with pytest.raises(ModelError, match="models: no manifest.json"):
-        model_versions(tmp_path / "empty")
+        model_infos(tmp_path / "empty")
 
 
 @pytest.mark.parametrize(

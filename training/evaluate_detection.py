@@ -29,7 +29,7 @@ import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -143,55 +143,62 @@ def _networks(models: Path) -> tuple[Callable, Callable, Callable]:
     )
 
 
-def evaluate_study(seed: int, fov: str, workdir: Path, models: Path, perturbation: str) -> list[dict[str, Any]]:
-    """Score one generated study for each sequence alone and all together."""
+def evaluate_study(seed: int, fov: str, workdir: Path, models: Path, perturbations: Sequence[str]) -> list[dict[str, Any]]:
+    """Score one generated study for each sequence alone and all together, under each perturbation."""
     detector, appearance, context = _networks(models)
     study_dir = workdir / f"study_{seed}"
     truth = generate_study(seed, study_dir, StudyConfig(field_of_view=fov, series_kinds=SEQUENCES))
     try:
         kinds = {s["series_instance_uid"]: s["kind"] for s in truth["series"]}
         scan = scan_study_folder(study_dir / "study")
-        rng = np.random.default_rng(seed)
-        stacks, per_stack, seconds = [], {}, {}
+        originals = []
         for series in scan.series:
-            if kinds.get(series.series_instance_uid) not in SEQUENCES:
-                continue
-            loaded = series.stacks[0].load()
-            stack = perturb(SagittalStack.from_pixels(series.series_instance_uid, loaded.pixels, loaded.geometry),
-                            perturbation, rng)
-            started = time.perf_counter()
-            per_stack[stack.series_instance_uid] = detect_in_stack(stack, detector)
-            seconds[stack.series_instance_uid] = time.perf_counter() - started
-            stacks.append(stack)
-        geometry_of = {s.series_instance_uid: s.geometry for s in stacks}
-
-        def covers(uid: str, point: np.ndarray) -> bool:
-            return bool(geometry_of[uid].contains(np.asarray(point)[None])[0])
-
+            if kinds.get(series.series_instance_uid) in SEQUENCES:
+                loaded = series.stacks[0].load()
+                originals.append(SagittalStack.from_pixels(series.series_instance_uid, loaded.pixels, loaded.geometry))
         rows = []
-        sets = [(kind, [s for s in stacks if kinds[s.series_instance_uid] == kind]) for kind in SEQUENCES]
-        sets.append(("all", stacks))
-        for name, chosen in sets:
-            if not chosen:
-                continue
-            started = time.perf_counter()
-            fused = fuse_series([per_stack[s.series_instance_uid] for s in chosen], covers,
-                                series_uids=[s.series_instance_uid for s in chosen])
-            labelled, _ = label_vertebrae(fused, chosen, appearance, context)
-            label_seconds = time.perf_counter() - started
-            predictions = [(item.level, item.vertebra.centroid_mm) for item in labelled]
-            score = score_study(truth, [s.series_instance_uid for s in chosen], predictions)
-            rows.append({
-                "seed": seed, "fov": fov, "sequences": name, "perturbation": perturbation, "score": vars(score),
-                "seconds": label_seconds + sum(seconds[s.series_instance_uid] for s in chosen),
-                "transitional": truth["anatomy"]["transitional"],
-            })
+        for perturbation in perturbations:
+            rng = np.random.default_rng(seed)
+            stacks = [perturb(stack, perturbation, rng) for stack in originals]
+            rows.extend(_score_sequence_sets(truth, kinds, stacks, detector, appearance, context, perturbation, fov, seed))
         return rows
     finally:
         shutil.rmtree(study_dir, ignore_errors=True)
 
 
-def _evaluate_job(job: tuple[int, str, Path, Path, str]) -> list[dict[str, Any]]:
+def _score_sequence_sets(truth, kinds, stacks, detector, appearance, context, perturbation, fov, seed) -> list[dict[str, Any]]:
+    per_stack, seconds = {}, {}
+    for stack in stacks:
+        started = time.perf_counter()
+        per_stack[stack.series_instance_uid] = detect_in_stack(stack, detector)
+        seconds[stack.series_instance_uid] = time.perf_counter() - started
+    geometry_of = {s.series_instance_uid: s.geometry for s in stacks}
+
+    def covers(uid: str, point: np.ndarray) -> bool:
+        return bool(geometry_of[uid].contains(np.asarray(point)[None])[0])
+
+    rows = []
+    sets = [(kind, [s for s in stacks if kinds[s.series_instance_uid] == kind]) for kind in SEQUENCES]
+    sets.append(("all", list(stacks)))
+    for name, chosen in sets:
+        if not chosen:
+            continue
+        started = time.perf_counter()
+        fused = fuse_series([per_stack[s.series_instance_uid] for s in chosen], covers,
+                            series_uids=[s.series_instance_uid for s in chosen])
+        labelled, _ = label_vertebrae(fused, chosen, appearance, context)
+        label_seconds = time.perf_counter() - started
+        predictions = [(item.level, item.vertebra.centroid_mm) for item in labelled]
+        score = score_study(truth, [s.series_instance_uid for s in chosen], predictions)
+        rows.append({
+            "seed": seed, "fov": fov, "sequences": name, "perturbation": perturbation, "score": vars(score),
+            "seconds": label_seconds + sum(seconds[s.series_instance_uid] for s in chosen),
+            "transitional": truth["anatomy"]["transitional"],
+        })
+    return rows
+
+
+def _evaluate_job(job: tuple[int, str, Path, Path, tuple[str, ...]]) -> list[dict[str, Any]]:
     return evaluate_study(*job)
 
 
@@ -205,10 +212,9 @@ def evaluate_detection(count_per_fov: int, models: Path, perturbations: Sequence
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="spine-map-detection-") as workdir:
         work = [
-            (first_seed + 1000 * f + i, fov, Path(workdir), Path(models), perturbation)
+            (first_seed + 1000 * f + i, fov, Path(workdir), Path(models), tuple(perturbations))
             for f, fov in enumerate(FIELDS_OF_VIEW)
             for i in range(count_per_fov)
-            for perturbation in perturbations
         ]
         if jobs > 1:
             with ProcessPoolExecutor(max_workers=jobs) as pool:

@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
+from operators.core.report import ModelInfo
+
 if TYPE_CHECKING:
     import onnxruntime
 
@@ -258,15 +260,20 @@ def _session(name: str, path: Path) -> onnxruntime.InferenceSession:
     return session
 
 
-def model_versions(folder: Path | str) -> dict[str, str]:
-    """``{model name: sha256 of its ONNX file}`` as the manifest of ``folder`` records them, by name.
+def model_infos(folder: Path | str) -> tuple[ModelInfo, ...]:
+    """Every model of the manifest of ``folder`` as the report's ``software.models[]`` records it
+    (name, ONNX file, its sha256, what it was trained on), sorted by name.
 
-    For ``software.models`` of the report and the SR's algorithm identification; the files are
-    checked against these hashes when :func:`open_model` loads them.
+    For the report and the SR's algorithm identification; the files are checked against these
+    hashes when :func:`open_model` loads them.
 
     Raises:
         ModelError: the manifest is missing or malformed, or an entry lacks its ONNX hash.
     """
     resolved = _manifest_folder(Path(folder).absolute())
     models = _read_manifest(resolved, "models")["models"]
-    return {name: _manifest_entry(resolved, name)[1] for name in sorted(models)}
+    infos = []
+    for name in sorted(models):
+        path, sha256 = _manifest_entry(resolved, name)
+        infos.append(ModelInfo(name, path.name, sha256, str(models[name].get("trained_on", "not recorded"))))
+    return tuple(infos)

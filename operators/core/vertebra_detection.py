@@ -746,6 +746,24 @@ def _caudal_to_cranial(points_mm: np.ndarray) -> np.ndarray:
     return np.argsort(centred @ direction, kind="stable")
 
 
+#: Largest lateral (LPS x) distance between two detections of one body, mm (bodies are 25-60 mm wide).
+SAME_BODY_LATERAL_MM = 40.0
+
+
+def same_body(a: Vertebra3D, b: Vertebra3D) -> bool:
+    """Whether two detections are one vertebral body.
+
+    Their centroids must be closer than 0.5 × the smaller height in the patient's sagittal plane
+    (y, z) and within :data:`SAME_BODY_LATERAL_MM` laterally (x). A plain 3D distance fails when a
+    body's track splits (a missed slice): each half then has its centroid on its own side of the
+    midline, 10-25 mm apart laterally but at the same height. Sagittal series lie within ~20° of
+    the patient's x axis, and distinct bodies are always a body height apart in (y, z).
+    """
+    offset = np.asarray(a.centroid_mm) - np.asarray(b.centroid_mm)
+    limit = 0.5 * min(a.height_mm, b.height_mm)
+    return bool(np.hypot(offset[1], offset[2]) < limit and abs(offset[0]) < SAME_BODY_LATERAL_MM)
+
+
 def fuse_series(
     per_series: Sequence[Sequence[Vertebra3D]],
     covers: Callable[[str, np.ndarray], bool],
@@ -755,8 +773,7 @@ def fuse_series(
     """Fuse the vertebrae of several sagittal series (same frame of reference) into one list.
 
     Vertebrae are visited by decreasing detection score; each joins the first group whose seed (its
-    best-scoring member) has a centroid closer than 0.5 * the smaller of the two heights, else seeds a
-    new group. A group's support is the number of distinct series among its members divided by the
+    best-scoring member) is the same body (:func:`same_body`), else seeds a new group. A group's support is the number of distinct series among its members divided by the
     number of series that detected it or whose field of view contains the group centroid
     (``covers(uid, centroid_mm)``); groups with support < ``min_support`` are dropped.
 
@@ -781,9 +798,7 @@ def fuse_series(
     groups: list[list[Vertebra3D]] = []
     for vertebra in candidates:
         for group in groups:
-            seed = group[0]
-            limit = 0.5 * min(seed.height_mm, vertebra.height_mm)
-            if np.linalg.norm(seed.centroid_mm - vertebra.centroid_mm) < limit:
+            if same_body(group[0], vertebra):
                 group.append(vertebra)
                 break
         else:

@@ -28,6 +28,7 @@ from operators.core.level_labelling import (
     pad_bins,
     temperature_softmax,
 )
+from operators.core.levels import LABELLER_CLASSES
 from operators.core.report import VertebraEntry
 from operators.core.series_roles import SeriesDecision
 from operators.core.study_warning import StudyWarning
@@ -120,12 +121,38 @@ def appearance_logits(vertebrae: Sequence[FusedVertebra], stacks: Sequence[Sagit
     return np.stack([logits[owners_array == index].mean(axis=0) for index in range(len(vertebrae))])
 
 
+def without_sacral_segments(probabilities: np.ndarray, vertebrae: Sequence[FusedVertebra]) -> list[int]:
+    """Indices (caudal → cranial) of the bodies to label, leaving out detections of the sacrum.
+
+    Sacral segments below S1 (S2, S3) and, in lateral slices, the sacral ala look like vertebral
+    bodies and are sometimes detected; labelling rates them all S1. The paper's double-S1 rule
+    covers one such body; this covers any number. Of the run of S1-rated bodies at the bottom,
+    S1 is the most confidently detected one among those level with the run's most cranial body
+    (within half a body height; the ala sits beside S1, not above it); everything else in the
+    run is sacrum.
+
+    Args:
+        probabilities: (n, 23) refined level probabilities, caudal → cranial.
+        vertebrae: the n fused bodies in the same order.
+    """
+    s1 = LABELLER_CLASSES.index("S1")
+    run = 0
+    while run < len(probabilities) and int(np.argmax(probabilities[run])) == s1:
+        run += 1
+    if run <= 1:
+        return list(range(len(vertebrae)))
+    top = vertebrae[run - 1]
+    level_with_top = [i for i in range(run) if vertebrae[i].centroid_mm[2] >= top.centroid_mm[2] - 0.5 * top.height_mm]
+    sacrum_one = max(level_with_top, key=lambda i: vertebrae[i].detection_score)
+    return [sacrum_one, *range(run, len(vertebrae))]
+
+
 def label_vertebrae(
     vertebrae: Sequence[FusedVertebra], stacks: Sequence[SagittalStack], appearance: Network, context: Network
 ) -> tuple[list[LabelledVertebra], list[StudyWarning]]:
     """Levels of the fused bodies (caudal → cranial input order) by appearance, context and beam search.
 
-    Returns the labelled bodies (S2 double detections dropped) and warnings (a body count too small
+    Returns the labelled bodies (sacral segments below S1 dropped, :func:`without_sacral_segments`) and warnings (a body count too small
     to label with confidence).
     """
     if not vertebrae:
@@ -146,10 +173,11 @@ def label_vertebrae(
     refined_logits = context(pad_bins(height_map.probabilities)[None].astype(np.float32))[0]
     refined = temperature_softmax(refined_logits.T, temperature=1.0)
     bins = detection_bins(height_map, np.array([v.centroid_mm[2] for v in vertebrae]))
-    sequence = beam_search_levels(refined[bins])
+    kept = without_sacral_segments(refined[bins], vertebrae)
+    sequence = beam_search_levels(refined[bins][kept])
     labelled = [
-        LabelledVertebra(level, float(probability), fused)
-        for level, probability, fused in zip(sequence.levels, sequence.probabilities, vertebrae)
+        LabelledVertebra(level, float(probability), vertebrae[index])
+        for level, probability, index in zip(sequence.levels, sequence.probabilities, kept)
         if level not in UNREPORTED_LEVELS
     ]
     if len(vertebrae) < 3:
@@ -162,6 +190,11 @@ def label_vertebrae(
 
 #: Series roles whose stacks the detector reads.
 SAGITTAL_ROLES: tuple[str, ...] = ("sag_t1", "sag_t2", "sag_stir")
+
+#: Largest plausible extent of a volume along any axis, mm (a composed whole-spine series is ≤ ~1000 mm).
+MAX_FIELD_OF_VIEW_MM = 1500.0
+#: Smallest: an image narrower than this cannot show one vertebral body with its neighbours.
+MIN_FIELD_OF_VIEW_MM = 30.0
 
 #: Sagittal reformat of an axial CT when a study has no sagittal MR: ±40 mm of the volume's centre
 #: (a targeted spine CT is centred on the spine) in 4 mm slices of 1 mm pixels, like an MR slab.
@@ -220,6 +253,16 @@ def _load_main_stack(study: StudyScan, decision: SeriesDecision, warnings: list[
     if loaded.geometry is None:
         warnings.append(StudyWarning(
             "NO_GEOMETRY", f"{series.label()}: no usable slice geometry, not used for detection",
+            decision.series_instance_uid,
+        ))
+        return None
+    extent_mm = np.asarray(loaded.geometry.shape) * loaded.geometry.spacing_mm
+    if np.any(extent_mm > MAX_FIELD_OF_VIEW_MM) or np.any(extent_mm[1:] < MIN_FIELD_OF_VIEW_MM):
+        # A wrong PixelSpacing would otherwise blow the image up onto a detector grid of metres.
+        warnings.append(StudyWarning(
+            "IMPLAUSIBLE_GEOMETRY",
+            f"{series.label()}: the volume would span {' x '.join(f'{e:.3g}' for e in extent_mm)} mm "
+            "(PixelSpacing or slice positions wrong?), not used for detection",
             decision.series_instance_uid,
         ))
         return None

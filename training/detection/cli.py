@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,9 @@ STAGES = ("cache", "detector", "appearance", "context", "export", "cards")
 DETECTION_EVALUATION_JSON = Path("docs/evaluation/detection.json")
 
 MODEL_NAMES = ("vertebra_detector", "level_appearance", "level_context")
+
+#: ``trained_on`` of the shipped models (manifest, report ``software.models[]``, SR).
+TRAINED_ON = "synthetic spine-map studies only (training/synthetic, seeds 100000-140024); no patient data"
 
 
 def _studies(folder: Path) -> list[Path]:
@@ -123,7 +127,8 @@ def _trained_config(work: Path, name: str, default: DetectorConfig | LabellerCon
     if not path.exists():
         return default
     stored = json.loads(path.read_text())["config"]
-    return type(default)(**{k: tuple(v) if isinstance(v, list) else v for k, v in stored.items()})
+    known = {f.name for f in fields(default)}
+    return type(default)(**{k: tuple(v) if isinstance(v, list) else v for k, v in stored.items() if k in known})
 
 
 def export_all(work: Path, models: Path, detector_config: DetectorConfig, labeller_config: LabellerConfig) -> None:
@@ -155,6 +160,7 @@ def export_all(work: Path, models: Path, detector_config: DetectorConfig, labell
     for network, spec in networks:
         network.load_state_dict(torch.load(work / f"{spec.name}.pt"))
         entry = export_model(network, spec, models)
+        entry["trained_on"] = TRAINED_ON
         history_path = work / f"{spec.name}.history.json"
         if history_path.exists():
             history = json.loads(history_path.read_text())

@@ -11,11 +11,9 @@ on the vector-field channels inside each corner's neighbourhood.
 
 from __future__ import annotations
 
-import logging
 import math
-import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +24,8 @@ from torch.utils.data import Dataset
 
 from operators.core.vertebra_detection import N_OUTPUT_CHANNELS, render_targets, vector_mask
 from training.augment import intensity_augmentation, random_patch_affine, warp_image
+from training.progress import TrainingProgress
 from training.detection.slice_cache import CachedSeries
-
-logger = logging.getLogger(__name__)
 
 #: Heatmap channels (4 corners + centroid) and vector channels (2 per corner) of the output.
 N_HEATMAPS = 5
@@ -55,7 +52,6 @@ class DetectorConfig:
     learning_rate: float = 1e-3
     vector_loss_weight: float = 1.0
     seed: int = 0
-    extras: dict = field(default_factory=dict)
 
 
 class VFRNet(nn.Module):
@@ -202,10 +198,7 @@ def train_detector(
     train_data = SlicePatchDataset(train, config.patch_px, config.steps * config.batch_size, config.seed)
     val_data = SlicePatchDataset(val, config.patch_px, 256, seed=config.seed + 1, augment=False)
     loader = torch.utils.data.DataLoader(train_data, batch_size=config.batch_size, num_workers=0)
-    history: dict = {"config": asdict(config), "train_loss": [], "val_loss": []}
-    best = math.inf
-    started = time.perf_counter()
-    running = 0.0
+    progress = TrainingProgress("detector", out_path, {"config": asdict(config)}, log_every, higher_is_better=False)
     model.train()
     for step, batch in enumerate(loader, start=1):
         # bfloat16 autocast: ~1.6x faster convolutions on this CPU (avx512_bf16); the loss stays float32.
@@ -216,23 +209,11 @@ def train_detector(
         loss.backward()
         optimiser.step()
         schedule.step()
-        running += loss.item()
-        if step % log_every == 0:
-            history["train_loss"].append((step, running / log_every))
-            logger.info("step %d/%d loss %.4f (%.0f s)", step, config.steps, running / log_every,
-                        time.perf_counter() - started)
-            running = 0.0
+        progress.loss(step, loss.item())
         if step % val_every == 0 or step == config.steps:
-            val_loss = evaluate_loss(model, val_data, loss_fn)
-            history["val_loss"].append((step, val_loss))
-            logger.info("step %d val loss %.4f", step, val_loss)
-            if val_loss < best:
-                best = val_loss
-                torch.save(model.state_dict(), out_path)
+            progress.validation(step, evaluate_loss(model, val_data, loss_fn), model)
             model.train()
-    history["best_val_loss"] = best
-    history["wall_s"] = time.perf_counter() - started
-    return history
+    return progress.finish()
 
 
 @torch.no_grad()

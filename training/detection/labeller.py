@@ -18,9 +18,7 @@ lower of such a pair into L6 / T13 at a penalty (:func:`operators.core.level_lab
 from __future__ import annotations
 
 import json
-import logging
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -46,10 +44,9 @@ from operators.core.level_labelling import (
 from operators.core.levels import LABELLER_CLASSES, TRANSITIONAL_AFTER
 from operators.core.vertebra_detection import SliceQuad, Vertebra3D, normalise_intensity
 from training.augment import intensity_augmentation
+from training.progress import TrainingProgress
 from training.detection.slice_cache import SAGITTAL_KINDS
 from training.detection.truth_projection import slice_quads
-
-logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class LabellerConfig:
@@ -90,6 +87,12 @@ TRAINED_AS: dict[str, str] = {**TRANSITIONAL_AFTER, "C2": "C3"}
 def level_class(level: str) -> int:
     """Training class (index in ``LABELLER_CLASSES``) of a true level; see :data:`TRAINED_AS`."""
     return LABELLER_CLASSES.index(TRAINED_AS.get(level, level))
+
+
+S1_CLASS = LABELLER_CLASSES.index("S1")
+
+#: How often a context training example that starts at S1 gets an S2 detection below it.
+S2_DETECTION_PROBABILITY = 0.3
 
 
 def truth_vertebrae(truth: dict, series_instance_uid: str, pixels_shape: tuple[int, int, int], geometry) -> list[tuple[Vertebra3D, str]]:
@@ -202,8 +205,7 @@ def train_appearance(data: LabellerData, val: LabellerData, config: LabellerConf
     )
     augment = _appearance_augmentation(config.seed)
     rng = np.random.default_rng(config.seed)
-    history: dict = {"config": asdict(config), "train_loss": [], "val_accuracy": []}
-    best, started, running = -1.0, time.perf_counter(), 0.0
+    progress = TrainingProgress("appearance", out_path, {"config": asdict(config)}, log_every=50, higher_is_better=True)
     for step in range(1, config.appearance_steps + 1):
         model.train()
         chosen = rng.integers(len(data.classes), size=config.batch_size)
@@ -216,20 +218,10 @@ def train_appearance(data: LabellerData, val: LabellerData, config: LabellerConf
         loss.backward()
         optimiser.step()
         schedule.step()
-        running += loss.item()
-        if step % 50 == 0:
-            history["train_loss"].append((step, running / 50))
-            logger.info("appearance step %d loss %.4f (%.0f s)", step, running / 50, time.perf_counter() - started)
-            running = 0.0
+        progress.loss(step, loss.item())
         if step % 250 == 0 or step == config.appearance_steps:
-            accuracy = float((appearance_logits(model, val).argmax(1) == val.classes).mean())
-            history["val_accuracy"].append((step, accuracy))
-            logger.info("appearance step %d val accuracy %.4f", step, accuracy)
-            if accuracy > best:
-                best = accuracy
-                torch.save(model.state_dict(), out_path)
-    history["best_val_accuracy"], history["wall_s"] = best, time.perf_counter() - started
-    return history
+            progress.validation(step, float((appearance_logits(model, val).argmax(1) == val.classes).mean()), model)
+    return progress.finish()
 
 
 @torch.no_grad()
@@ -247,7 +239,10 @@ def context_example(
     """One context-network training pair: padded input map (23, B) and per-bin targets (B,).
 
     Augmentation: a random contiguous run of the bodies (a smaller field of view), heights scaled by
-    ±10 % (body size), and each body dropped from the input with probability 0.1 while its target stays.
+    ±10 % (body size), each body dropped from the input with probability 0.1 while its target stays,
+    and — when the run starts at S1 — with probability :data:`S2_DETECTION_PROBABILITY` an extra
+    sacral body one S1 height below it with S1's appearance and target S1: the detector sometimes
+    finds the first sacral segment, and the beam search relabels the lower of two "S1"s as S2.
     """
     members = group
     if augment and len(members) > 2:
@@ -255,20 +250,26 @@ def context_example(
         start = int(rng.integers(0, len(members) - length + 1))
         members = members[start : start + length]
     spans = data.spans_mm[members].astype(float)
+    member_logits = logits[members]
+    classes = data.classes[members]
+    if augment and classes[0] == S1_CLASS and rng.random() < S2_DETECTION_PROBABILITY:
+        height = spans[0, 1] - spans[0, 0]
+        spans = np.vstack([spans[0] - height * rng.uniform(1.05, 1.25), spans])
+        member_logits = np.vstack([member_logits[0], member_logits])
+        classes = np.concatenate([[S1_CLASS], classes])
     if augment:
         spans = (spans - spans.mean()) * rng.uniform(0.9, 1.1) + spans.mean()
-    probabilities = temperature_softmax(logits[members])
-    keep = np.ones(len(members), bool)
+    probabilities = temperature_softmax(member_logits)
+    keep = np.ones(len(spans), bool)
     if augment:
-        keep = rng.random(len(members)) >= 0.1
+        keep = rng.random(len(spans)) >= 0.1
         if not keep.any():
-            keep[rng.integers(len(members))] = True
+            keep[rng.integers(len(spans))] = True
     height_map = height_probability_map(spans[keep], probabilities[keep])
     # Targets on the input map's bins for every body, dropped ones included.
-    targets = context_targets(spans, data.classes[members], height_map)
+    targets = context_targets(spans, classes, height_map)
     inputs = pad_bins(height_map.probabilities)
     return inputs, np.pad(targets, (0, inputs.shape[1] - len(targets)), constant_values=-1)
-
 
 
 def train_context(
@@ -284,8 +285,7 @@ def train_context(
     optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate, betas=(0.9, 0.999))
     rng = np.random.default_rng(config.seed)
     groups = [g for g in data.groups if len(g)]
-    history: dict = {"config": asdict(config), "train_loss": [], "val_accuracy": []}
-    best, started, running = -1.0, time.perf_counter(), 0.0
+    progress = TrainingProgress("context", out_path, {"config": asdict(config)}, log_every=100, higher_is_better=True)
     for step in range(1, config.context_steps + 1):
         model.train()
         examples = [context_example(data, logits, groups[i], rng, augment=True) for i in rng.integers(len(groups), size=16)]
@@ -296,20 +296,10 @@ def train_context(
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
-        running += loss.item()
-        if step % 100 == 0:
-            history["train_loss"].append((step, running / 100))
-            logger.info("context step %d loss %.4f (%.0f s)", step, running / 100, time.perf_counter() - started)
-            running = 0.0
+        progress.loss(step, loss.item())
         if step % 500 == 0 or step == config.context_steps:
-            accuracy = context_accuracy(model, val, val_logits)
-            history["val_accuracy"].append((step, accuracy))
-            logger.info("context step %d val accuracy %.4f", step, accuracy)
-            if accuracy > best:
-                best = accuracy
-                torch.save(model.state_dict(), out_path)
-    history["best_val_accuracy"], history["wall_s"] = best, time.perf_counter() - started
-    return history
+            progress.validation(step, context_accuracy(model, val, val_logits), model)
+    return progress.finish()
 
 
 @torch.no_grad()
