@@ -9,13 +9,15 @@ from monai.deploy.core import ExecutionContext, Fragment, InputContext, Operator
 
 from operators.core.onnx_models import open_model
 from operators.core.run_log import stage_timer
-from operators.core.vertebra_pipeline import VertebraFindings, label_vertebrae, report_entries
+from operators.core.vertebra_pipeline import (
+    APPEARANCE_MODEL,
+    CONTEXT_MODEL,
+    VertebraFindings,
+    label_vertebrae,
+    report_entries,
+)
 
 logger = logging.getLogger(__name__)
-
-APPEARANCE_MODEL = "level_appearance"
-CONTEXT_MODEL = "level_context"
-
 
 class LevelLabellerOperator(Operator):
     """Label the fused bodies by appearance, context and beam search
@@ -46,12 +48,9 @@ class LevelLabellerOperator(Operator):
         with stage_timer("level_labeller"):
             labelled = []
             if vertebrae:
-                appearance = open_model(APPEARANCE_MODEL, self.model_folder)
-                context_model = open_model(CONTEXT_MODEL, self.model_folder)
                 labelled, label_warnings = label_vertebrae(
                     vertebrae, stacks,
-                    lambda batch: appearance.run({"volume": batch})[0],
-                    lambda height_map: context_model.run({"height_map": height_map})[0],
+                    open_model(APPEARANCE_MODEL, self.model_folder), open_model(CONTEXT_MODEL, self.model_folder),
                 )
                 warnings.extend(label_warnings)
         logger.info("levels: %s", ", ".join(item.level for item in reversed(labelled)) or "none")

@@ -9,12 +9,9 @@ from monai.deploy.core import ExecutionContext, Fragment, InputContext, Operator
 
 from operators.core.onnx_models import open_model
 from operators.core.run_log import stage_timer
-from operators.core.vertebra_pipeline import detect_vertebrae, sagittal_stacks
+from operators.core.vertebra_pipeline import DETECTOR_MODEL, detect_vertebrae, sagittal_stacks
 
 logger = logging.getLogger(__name__)
-
-DETECTOR_MODEL = "vertebra_detector"
-
 
 class VertebraDetectorOperator(Operator):
     """Detect every vertebral body in each sagittal series (SpineNetV2 vector field regression) and
@@ -48,8 +45,7 @@ class VertebraDetectorOperator(Operator):
             stacks, warnings = sagittal_stacks(study, decisions)
             vertebrae = []
             if stacks:
-                model = open_model(DETECTOR_MODEL, self.model_folder)
-                vertebrae = detect_vertebrae(stacks, lambda batch: model.run({"image": batch})[0])
+                vertebrae = detect_vertebrae(stacks, open_model(DETECTOR_MODEL, self.model_folder))
         logger.info("%d vertebral bodies detected in %d sagittal series", len(vertebrae), len(stacks))
         op_output.emit(stacks, "sagittal")
         op_output.emit(vertebrae, "vertebrae")

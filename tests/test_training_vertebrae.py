@@ -18,7 +18,14 @@ import torch
 from operators.core.dicom_io import scan_study_folder
 from operators.core.level_labelling import APPEARANCE_SHAPE
 from operators.core.onnx_models import open_model
-from operators.core.vertebra_pipeline import SagittalStack, detect_vertebrae, label_vertebrae
+from operators.core.vertebra_pipeline import (
+    APPEARANCE_MODEL,
+    CONTEXT_MODEL,
+    DETECTOR_MODEL,
+    SagittalStack,
+    detect_vertebrae,
+    label_vertebrae,
+)
 from training.detection.cli import main_stages
 from training.detection.detector import DetectorConfig, SlicePatchDataset, train_detector
 from training.detection.labeller import LabellerConfig, LabellerData, cache_labeller_study
@@ -114,12 +121,7 @@ def test_all_stages_export_models_that_the_app_core_runs(training_studies: Path,
     for series in scan.series:
         loaded = series.stacks[0].load()
         stacks.append(SagittalStack.from_pixels(series.series_instance_uid, loaded.pixels, loaded.geometry))
-    detector = open_model("vertebra_detector", models)
-    appearance = open_model("level_appearance", models)
-    context = open_model("level_context", models)
-    fused = detect_vertebrae(stacks, lambda x: detector.run({"image": x})[0])
-    labelled, _ = label_vertebrae(
-        fused, stacks, lambda x: appearance.run({"volume": x})[0], lambda x: context.run({"height_map": x})[0]
-    )
+    fused = detect_vertebrae(stacks, open_model(DETECTOR_MODEL, models))
+    labelled, _ = label_vertebrae(fused, stacks, open_model(APPEARANCE_MODEL, models), open_model(CONTEXT_MODEL, models))
     # A 4-step detector finds little; what matters here is that every interface fits together.
     assert len(labelled) <= len(fused)

@@ -14,6 +14,9 @@ from operators.core.geometry import VolumeGeometry
 from operators.core.onnx_models import models_dir, open_model
 from operators.core.series_roles import assign_roles
 from operators.core.vertebra_pipeline import (
+    APPEARANCE_MODEL,
+    CONTEXT_MODEL,
+    DETECTOR_MODEL,
     SagittalStack,
     detect_vertebrae,
     label_vertebrae,
@@ -27,14 +30,7 @@ pytestmark = pytest.mark.skipif(
 
 
 def _networks():
-    detector = open_model("vertebra_detector", models_dir())
-    appearance = open_model("level_appearance", models_dir())
-    context = open_model("level_context", models_dir())
-    return (
-        lambda x: detector.run({"image": x})[0],
-        lambda x: appearance.run({"volume": x})[0],
-        lambda x: context.run({"height_map": x})[0],
-    )
+    return tuple(open_model(name, models_dir()) for name in (DETECTOR_MODEL, APPEARANCE_MODEL, CONTEXT_MODEL))
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 from operators.core.dicom_io import scan_study_folder
 from operators.core.series_roles import assign_roles
@@ -55,6 +55,14 @@ class SeriesOutcome:
     expected: str
     predicted: str
     reason: str
+
+
+def map_jobs(function: Callable[[Any], Any], work: Sequence[Any], jobs: int) -> list[Any]:
+    """``[function(job) for job in work]``, in ``jobs`` processes when ``jobs`` > 1 (order kept)."""
+    if jobs > 1:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            return list(pool.map(function, work))
+    return [function(job) for job in work]
 
 
 def _evaluate_roles_of_study(job: tuple[int, str, StudyConfig, Path]) -> list[SeriesOutcome]:
@@ -95,11 +103,7 @@ def evaluate_roles(count: int, first_seed: int = EVALUATION_FIRST_SEED, jobs: in
             (seed, *ROLE_EVALUATION_CONFIGS[index % len(ROLE_EVALUATION_CONFIGS)], Path(workdir))
             for index, seed in enumerate(range(first_seed, first_seed + count))
         ]
-        if jobs > 1:
-            with ProcessPoolExecutor(max_workers=jobs) as pool:
-                per_study = list(pool.map(_evaluate_roles_of_study, work))
-        else:
-            per_study = [_evaluate_roles_of_study(job) for job in work]
+        per_study = map_jobs(_evaluate_roles_of_study, work, jobs)
     outcomes = [outcome for study in per_study for outcome in study]
     return _summarise(outcomes, studies=count, seconds=time.perf_counter() - start)
 

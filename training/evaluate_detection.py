@@ -27,8 +27,7 @@ import json
 import shutil
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,9 +38,17 @@ from scipy import ndimage
 from operators.core.dicom_io import scan_study_folder
 from operators.core.geometry import VolumeGeometry
 from operators.core.levels import LEVELS_WITHOUT_BODY
-from operators.core.onnx_models import open_model
+from operators.core.onnx_models import OnnxModel, open_model
 from operators.core.vertebra_detection import fuse_series
-from operators.core.vertebra_pipeline import SagittalStack, detect_in_stack, label_vertebrae
+from operators.core.vertebra_pipeline import (
+    APPEARANCE_MODEL,
+    CONTEXT_MODEL,
+    DETECTOR_MODEL,
+    SagittalStack,
+    detect_in_stack,
+    label_vertebrae,
+)
+from training.evaluate import map_jobs
 from training.synthetic.study import StudyConfig, generate_study
 
 #: First seed of detection evaluation studies (training uses 100000–199999, validation 800000+).
@@ -132,15 +139,8 @@ def perturb(stack: SagittalStack, kind: str, rng: np.random.Generator) -> Sagitt
     return SagittalStack(stack.series_instance_uid, pixels.astype(np.float32), geometry)
 
 
-def _networks(models: Path) -> tuple[Callable, Callable, Callable]:
-    detector = open_model("vertebra_detector", models)
-    appearance = open_model("level_appearance", models)
-    context = open_model("level_context", models)
-    return (
-        lambda batch: detector.run({"image": batch})[0],
-        lambda batch: appearance.run({"volume": batch})[0],
-        lambda batch: context.run({"height_map": batch})[0],
-    )
+def _networks(models: Path) -> tuple[OnnxModel, OnnxModel, OnnxModel]:
+    return tuple(open_model(name, models) for name in (DETECTOR_MODEL, APPEARANCE_MODEL, CONTEXT_MODEL))
 
 
 def evaluate_study(seed: int, fov: str, workdir: Path, models: Path, perturbations: Sequence[str]) -> list[dict[str, Any]]:
@@ -216,11 +216,7 @@ def evaluate_detection(count_per_fov: int, models: Path, perturbations: Sequence
             for f, fov in enumerate(FIELDS_OF_VIEW)
             for i in range(count_per_fov)
         ]
-        if jobs > 1:
-            with ProcessPoolExecutor(max_workers=jobs) as pool:
-                per_study = list(pool.map(_evaluate_job, work))
-        else:
-            per_study = [_evaluate_job(job) for job in work]
+        per_study = map_jobs(_evaluate_job, work, jobs)
     rows = [row for study in per_study for row in study]
     return summarise(rows, time.perf_counter() - started)
 

@@ -177,10 +177,8 @@ def sagittal_key_image(report: Mapping[str, Any], study: StudyScan) -> KeyImage 
     # sagittal series that saw it best, but all of a study's sagittal series share one frame of
     # reference. Only points that fall inside the image are kept.
     rows, columns = loaded.pixels.shape[1:]
-    on_series = [
-        v for v in report["vertebrae"]
-        if 0 <= _in_plane(loaded, v["centroid_mm"])[1] < rows and 0 <= _in_plane(loaded, v["centroid_mm"])[2] < columns
-    ]
+    in_image = [(v, _in_plane(loaded, v["centroid_mm"])) for v in report["vertebrae"]]
+    on_series = [v for v, (_, row, column) in in_image if 0 <= row < rows and 0 <= column < columns]
     n_slices = loaded.pixels.shape[0]
     if on_series:
         mean_centroid = np.mean([v["centroid_mm"] for v in on_series], axis=0)

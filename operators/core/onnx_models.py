@@ -199,6 +199,18 @@ class OnnxModel:
             )
         return self._session.run(None, dict(feeds))
 
+    def __call__(self, *inputs: np.ndarray) -> np.ndarray:
+        """Run the model on its inputs in graph order and return its first output: the plain
+        ``numpy in → numpy out`` network the pipelines take (:mod:`operators.core.vertebra_pipeline`,
+        :mod:`operators.core.grading_pipeline`).
+
+        Raises:
+            ModelError: the number of inputs differs from the graph's.
+        """
+        if len(inputs) != len(self.input_names):
+            raise ModelError(f"model {self.name!r} takes inputs {list(self.input_names)}, was given {len(inputs)} arrays")
+        return self.run(dict(zip(self.input_names, inputs)))[0]
+
     def __repr__(self) -> str:
         return f"OnnxModel({self.name!r}, sha256={self.sha256[:12]}…, providers={self.providers})"
 

@@ -45,8 +45,14 @@ from operators.core.vertebra_detection import (
     track_across_slices,
 )
 
-#: A network as the core sees it: a float32 batch in, the first output out.
+#: A network as the core sees it: a float32 batch in, the first output out (an
+#: :class:`~operators.core.onnx_models.OnnxModel`, a torch model wrapper, or a test fake).
 Network = Callable[[np.ndarray], np.ndarray]
+
+#: Names of the three networks in ``models/manifest.json``.
+DETECTOR_MODEL = "vertebra_detector"
+APPEARANCE_MODEL = "level_appearance"
+CONTEXT_MODEL = "level_context"
 
 #: Patches per detector call (bounds memory on large whole-spine slices).
 DETECTOR_BATCH = 8

@@ -53,6 +53,16 @@ def _metrics_table(evaluation: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+#: Training-config fields that are command-line flags of ``train-vertebrae``.
+_CONFIG_FLAGS = {"steps": "--detector-steps", "patch_px": "--patch-px",
+                 "appearance_steps": "--appearance-steps", "context_steps": "--context-steps"}
+
+
+def _training_flags(config: dict[str, Any]) -> str:
+    """The flags that reproduce ``config`` (all shown, defaults included)."""
+    return "".join(f" {flag} {config[field]}" for field, flag in _CONFIG_FLAGS.items() if field in config)
+
+
 def write_card(models: Path, name: str, evaluation_path: Path | None) -> Path:
     """Write ``models/<name>.md`` from the manifest (and the evaluation JSON when it exists)."""
     entry = json.loads((models / "manifest.json").read_text())["models"][name]
@@ -74,8 +84,8 @@ def write_card(models: Path, name: str, evaluation_path: Path | None) -> Path:
         "## Training",
         f"Configuration: `{json.dumps(training.get('config', {}))}`; wall time "
         f"{training.get('wall_s', float('nan')) / 60:.1f} min on 2 CPU cores. "
-        "Command: `python -m training train-vertebrae --train DATA/train --val DATA/val --work WORK --models models` "
-        "(README, Training).",
+        f"Command: `python -m training train-vertebrae --train data/train --val data/val --work work --models models"
+        f"{_training_flags(training.get('config', {}))}` (README, Training, lists the data commands).",
     ]
     if evaluation_path is not None and evaluation_path.exists():
         evaluation = json.loads(evaluation_path.read_text())

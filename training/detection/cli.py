@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from operators.core.level_labelling import APPEARANCE_SHAPE, N_CLASSES
+from operators.core.vertebra_pipeline import APPEARANCE_MODEL, CONTEXT_MODEL, DETECTOR_MODEL
 from training.detection.detector import DetectorConfig, make_detector, train_detector
 from training.detection.labeller import (
     LabellerConfig,
@@ -50,7 +51,7 @@ STAGES = ("cache", "detector", "appearance", "context", "export", "cards")
 #: Where ``python -m training evaluate detection --json`` puts the numbers the model cards quote.
 DETECTION_EVALUATION_JSON = Path("docs/evaluation/detection.json")
 
-MODEL_NAMES = ("vertebra_detector", "level_appearance", "level_context")
+MODEL_NAMES = (DETECTOR_MODEL, APPEARANCE_MODEL, CONTEXT_MODEL)
 
 #: ``trained_on`` of the shipped models (manifest, report ``software.models[]``, SR).
 TRAINED_ON = "synthetic spine-map studies only (training/synthetic, seeds 100000-140024); no patient data"
@@ -133,25 +134,25 @@ def _trained_config(work: Path, name: str, default: DetectorConfig | LabellerCon
 
 def export_all(work: Path, models: Path, detector_config: DetectorConfig, labeller_config: LabellerConfig) -> None:
     """Export the three checkpoints in ``work`` into ``models`` and record them in the manifest."""
-    detector_config = _trained_config(work, "vertebra_detector", detector_config)
-    labeller_config = _trained_config(work, "level_appearance", labeller_config)
+    detector_config = _trained_config(work, DETECTOR_MODEL, detector_config)
+    labeller_config = _trained_config(work, APPEARANCE_MODEL, labeller_config)
     rng = np.random.default_rng(0)
     networks = (
         (make_detector(detector_config), ExportSpec(
-            "vertebra_detector", torch.as_tensor(rng.normal(size=(2, 1, 256, 192)), dtype=torch.float32),
+            DETECTOR_MODEL, torch.as_tensor(rng.normal(size=(2, 1, 256, 192)), dtype=torch.float32),
             "image", "heatmaps_vectors", {"image": {0: "batch", 2: "height", 3: "width"},
                                           "heatmaps_vectors": {0: "batch", 2: "height", 3: "width"}},
             "(N, 1, H, W) float32 sagittal slice(s) after normalise_intensity on the 1.5 mm detector grid; H, W multiples of 32",
             "(N, 13, H, W) float32: 5 heatmaps (4 corners in VERTEBRA_CORNERS order, centroid), 8 vector-field channels",
         )),
         (make_appearance_net(labeller_config), ExportSpec(
-            "level_appearance", torch.as_tensor(rng.normal(size=(2, *APPEARANCE_SHAPE)), dtype=torch.float32),
+            APPEARANCE_MODEL, torch.as_tensor(rng.normal(size=(2, *APPEARANCE_SHAPE)), dtype=torch.float32),
             "volume", "logits", {"volume": {0: "batch"}, "logits": {0: "batch"}},
             "(N, 16, 112, 112) float32 appearance volume (lateral slices as channels), normalised intensity",
             f"(N, {N_CLASSES}) float32 level logits, LABELLER_CLASSES order (C3..S1)",
         )),
         (make_context_net(), ExportSpec(
-            "level_context", torch.as_tensor(rng.random(size=(1, N_CLASSES, 256)), dtype=torch.float32),
+            CONTEXT_MODEL, torch.as_tensor(rng.random(size=(1, N_CLASSES, 256)), dtype=torch.float32),
             "height_map", "logits", {"height_map": {0: "batch", 2: "bins"}, "logits": {0: "batch", 2: "bins"}},
             f"(N, {N_CLASSES}, B) float32 height-probability map, 2 mm bins caudal to cranial, B a multiple of 8",
             f"(N, {N_CLASSES}, B) float32 refined level logits per bin",
