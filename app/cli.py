@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import importlib.util
 import io
 import json
 import logging
@@ -51,6 +52,7 @@ import resource
 import sys
 import time
 import traceback
+import types
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,6 +115,28 @@ def ensure_stack_limit() -> None:
         os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
     except OSError:
         return  # could not restart: carry on with the smaller stack
+
+
+def keep_training_stack_out() -> None:
+    """Run this process as the MAP container does: without torch and without MONAI core.
+
+    The SDK lives in the ``monai.deploy`` namespace. Where MONAI core is installed beside it (a
+    development or retraining environment), ``import monai.deploy`` first runs MONAI core's
+    ``__init__``, which imports torch and every MONAI submodule, and the SDK then imports torch for
+    its TorchScript model class: about 3 s of start-up for code spine-map never calls (inference runs
+    on onnxruntime). Registering ``monai`` as a bare package and ``torch`` as absent makes the app
+    start, time and fail the same way as in the container, where neither is installed. Called only
+    at a process entry point, never on import, so tests and training in one process keep both.
+    """
+    if "monai" in sys.modules or "torch" in sys.modules:
+        return  # already imported by the caller: nothing to keep out any more
+    spec = importlib.util.find_spec("monai")
+    if spec is not None and spec.submodule_search_locations is not None:
+        package = types.ModuleType("monai")
+        package.__path__ = list(spec.submodule_search_locations)
+        package.__spec__ = spec
+        sys.modules["monai"] = package
+    sys.modules["torch"] = None  # type: ignore[assignment]  # makes `import torch` raise ImportError
 
 
 #: Top-level logger names of spine-map's own code; their messages are written with privacy in mind.
@@ -459,6 +483,7 @@ def run_app_main(argv: Sequence[str] | None = None) -> int:
     """``spine-map`` / ``python app``: run on one study folder. Returns the exit code."""
     if argv is None:
         ensure_stack_limit()
+        keep_training_stack_out()
         argv = sys.argv[1:]
     return _run_command(argv, PROG)
 
@@ -500,11 +525,14 @@ def _holoscan_cli(args: Sequence[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``monai-deploy``: ``exec`` runs spine-map in-process; every other verb goes to holoscan-cli."""
-    if argv is None:
+    process_entry = argv is None
+    if process_entry:
         ensure_stack_limit()
         argv = sys.argv[1:]
     args = list(argv)
     if args and args[0] == "exec":
+        if process_entry:
+            keep_training_stack_out()
         rest = args[1:]
         if rest and not rest[0].startswith("-"):
             if not _is_this_app(rest[0]):

@@ -194,3 +194,18 @@ def test_the_app_process_raises_its_stack_limit_for_holoscan() -> None:
     run = run_subprocess("bash", "-c", f'ulimit -S -s 8192 && exec "{sys.executable}" -c "{probe}"')
     assert run.code == 0, run.console
     assert int(run.stdout) == 32 * 1024 * 1024
+
+
+def test_the_app_process_runs_without_torch_or_monai_core() -> None:
+    """Inference is onnxruntime only: the app process imports neither torch nor MONAI core, even in a
+    retraining environment where both are installed, so it starts like the MAP container."""
+    probe = (
+        "import sys; from app.cli import keep_training_stack_out; keep_training_stack_out(); "
+        "import app.application, operators.core.vertebra_pipeline; "
+        "loaded = sorted(m for m in sys.modules if sys.modules[m] is not None and "
+        "(m.split('.')[0] == 'torch' or (m.startswith('monai.') and not m.startswith('monai.deploy')))); "
+        "print(len(loaded), loaded[:3])"
+    )
+    run = run_subprocess(sys.executable, "-c", probe)
+    assert run.code == 0, run.console
+    assert run.stdout.split()[0] == "0", run.stdout
