@@ -55,7 +55,7 @@ import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -67,10 +67,9 @@ from pydicom.filewriter import write_file_meta_info
 from pydicom.tag import Tag
 from pydicom.uid import ExplicitVRLittleEndian, JPEGLSLossless, RLELossless, generate_uid
 
-from benchmarks.studies import SagittalOverride, generate_benchmark_study
 from operators.core.geometry import VolumeGeometry
 from training.synthetic.dicom_writer import PatientStudy, write_series
-from training.synthetic.study import StudyConfig
+from training.synthetic.study import StudyConfig, generate_study
 
 #: Exit codes of ``app.cli`` (repeated here so the harness reads as a spec; checked in the tests).
 EXIT_OK, EXIT_INTERNAL_ERROR, EXIT_USAGE, EXIT_NOTHING_USABLE, EXIT_OUTPUT_UNWRITABLE = 0, 1, 2, 3, 4
@@ -129,8 +128,9 @@ BASES: tuple[BaseSpec, ...] = (
     BaseSpec("whole_nested_jpegls", 103, StudyConfig(field_of_view="whole", series_kinds=("sag_t1", "sag_t2"),
              duplicates=(), layout="nested", whole_spine_stations=2, transfer_syntax=JPEGLSLossless), IDENTITIES[2]),
 )  # fmt: skip
-#: Small sagittal series keep each run short; the damage, not the size, is under test.
-BASE_SAGITTAL = SagittalOverride(n_slices=9, matrix=256)
+#: Small sagittal series (slices, larger side in pixels) keep each run short; the damage, not the
+#: size, is under test.
+BASE_SAGITTAL_SLICES, BASE_SAGITTAL_MATRIX = 9, 256
 
 
 @dataclass
@@ -156,7 +156,8 @@ def _set_identity(dataset: pydicom.Dataset, identity: Identity) -> None:
 
 def make_base(spec: BaseSpec, work: Path) -> BaseStudy:
     """Generate ``spec`` under ``work/spec.name`` and write its identity into every file."""
-    generate_benchmark_study(spec.seed, work / spec.name, spec.config, BASE_SAGITTAL)
+    config = replace(spec.config, sagittal_slices=BASE_SAGITTAL_SLICES, sagittal_matrix=BASE_SAGITTAL_MATRIX)
+    generate_study(spec.seed, work / spec.name, config)
     folder = work / spec.name / "study"
     series_of = {}
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):

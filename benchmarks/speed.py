@@ -43,7 +43,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from benchmarks.studies import SagittalOverride, generate_benchmark_study, lumbar_config, whole_spine_config
+from benchmarks.studies import lumbar_config, whole_spine_config
+from training.synthetic.study import generate_study
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 #: One line per finished stage, written by ``operators.core.run_log.stage_timer``.
@@ -437,7 +438,7 @@ def run_benchmark(work: Path, repeats: int, quick: bool, seed: int = 0) -> dict[
     studies = []
     for name, config in (("lumbar", lumbar_config()), ("whole", whole_spine_config())):
         print(f"generating {name} study (seed {seed})", flush=True)
-        truth = generate_benchmark_study(seed, work / name, config)
+        truth = generate_study(seed, work / name, config)
         studies.append(measure_study(name, work / name / "study", truth, work / "runs", repeats, gpu).to_json())
     results["studies"] = studies
 
@@ -448,7 +449,7 @@ def run_benchmark(work: Path, repeats: int, quick: bool, seed: int = 0) -> dict[
     for slices, matrix in grid:
         name = f"lumbar-{slices}x{matrix}"
         print(f"generating {name} study (seed {seed})", flush=True)
-        truth = generate_benchmark_study(seed, work / name, lumbar_config(), SagittalOverride(slices, matrix))
+        truth = generate_study(seed, work / name, lumbar_config(sagittal_slices=slices, sagittal_matrix=matrix))
         measure = measure_study(name, work / name / "study", truth, work / "runs", repeats, gpu).to_json()
         points.append({"slices": slices, "matrix": matrix, **measure})
     at_matrix = [p for p in points if p["matrix"] == SCALING_MATRIX]

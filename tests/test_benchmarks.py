@@ -28,9 +28,10 @@ from benchmarks.speed import (
     render_markdown,
     run_app_once,
 )
-from benchmarks.studies import SagittalOverride, generate_benchmark_study, lumbar_config, rescale_grid
+from benchmarks.studies import lumbar_config
 from operators.core.geometry import VolumeGeometry
-from training.synthetic.acquisition import StackGrid
+from training.synthetic.acquisition import StackGrid, rescale_grid
+from training.synthetic.study import generate_study
 
 
 def test_stage_lines_are_parsed_from_the_log() -> None:
@@ -80,8 +81,8 @@ def test_rescaled_grid_keeps_centre_fov_and_square_pixels(rows: int, columns: in
 def forced_and_free(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, dict]:
     """The same seed generated freely and with 11 sagittal slices of (larger side) 256 pixels."""
     work = tmp_path_factory.mktemp("forced")
-    free = generate_benchmark_study(5, work / "free", lumbar_config())
-    forced = generate_benchmark_study(5, work / "forced", lumbar_config(), SagittalOverride(n_slices=11, matrix=256))
+    free = generate_study(5, work / "free", lumbar_config())
+    forced = generate_study(5, work / "forced", lumbar_config(sagittal_slices=11, sagittal_matrix=256))
     return work / "forced" / "study", free, forced
 
 

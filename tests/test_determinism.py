@@ -20,8 +20,9 @@ import pydicom
 import pytest
 
 from benchmarks.speed import REPO_ROOT, app_environment
-from benchmarks.studies import SagittalOverride, generate_benchmark_study, lumbar_config
+from benchmarks.studies import lumbar_config
 from operators.core.report import REPORT_CSV_NAME, REPORT_JSON_NAME
+from training.synthetic.study import generate_study
 
 #: Fields of ``spine_report.json`` that may differ between runs: the moment it was written.
 TIME_FIELDS = frozenset({"generated_at"})
@@ -54,7 +55,7 @@ def three_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """One lumbar study (4 series, 9 sagittal slices of 256²) run three times: 1 thread, 2 threads,
     1 thread again. The runs go two at a time (the machine has two cores)."""
     work = tmp_path_factory.mktemp("determinism")
-    generate_benchmark_study(7, work / "lumbar", lumbar_config(), SagittalOverride(n_slices=9, matrix=256))
+    generate_study(7, work / "lumbar", lumbar_config(sagittal_slices=9, sagittal_matrix=256))
     study = work / "lumbar" / "study"
     outs = {"one_thread": work / "out1", "two_threads": work / "out2", "one_thread_again": work / "out3"}
     threads = {"one_thread": 1, "two_threads": 2, "one_thread_again": 1}

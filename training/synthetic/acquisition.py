@@ -171,6 +171,30 @@ class StackGrid:
     wrap_samples: int = 0
 
 
+def rescale_grid(grid: StackGrid, matrix: int) -> StackGrid:
+    """``grid`` resampled in-plane so that its larger side has ``matrix`` pixels, same FOV and centre.
+
+    The acquired (k-space) matrix is kept unless it would exceed the new display matrix: a scanner
+    interpolates a 256 acquisition to 512 for display but never shows fewer pixels than it sampled.
+
+    Args:
+        grid: a sagittal (or any) stack grid; ``geometry.shape`` is ``(slices, rows, columns)``.
+        matrix: pixels of the larger in-plane side, ≥ 2.
+    """
+    geometry = grid.geometry
+    n_slices, rows, columns = geometry.shape
+    scale = matrix / max(rows, columns)
+    new_rows, new_columns = max(2, round(rows * scale)), max(2, round(columns * scale))
+    affine = np.array(geometry.affine, dtype=float)
+    # Same FOV (to within a pixel) with square pixels kept square; same centre: re-anchor the origin.
+    centre = affine @ np.array([(n_slices - 1) / 2, (rows - 1) / 2, (columns - 1) / 2, 1.0])
+    affine[:3, 1:3] /= scale
+    half = np.array([(n_slices - 1) / 2, (new_rows - 1) / 2, (new_columns - 1) / 2])
+    affine[:3, 3] = centre[:3] - affine[:3, :3] @ half
+    acquired = (min(grid.acquired_shape[0], new_rows), min(grid.acquired_shape[1], new_columns))
+    return replace(grid, geometry=VolumeGeometry(affine, (n_slices, new_rows, new_columns)), acquired_shape=acquired)
+
+
 def _sub_offsets(thickness_mm: float, slice_step_mm: float, max_step_mm: float, cap: int = 4) -> np.ndarray:
     """Slice-index offsets of the sub-planes that integrate one slice's thickness."""
     n = int(min(cap, max(1, math.ceil(thickness_mm / max_step_mm))))

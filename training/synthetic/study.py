@@ -206,6 +206,12 @@ class StudyConfig:
         wrap_rate: probability per MR sagittal/axial grid of phase wrap-around.
         anatomy: passed to ``make_phantom``.
         reverse_instance_numbers: force InstanceNumber order against (True) or along (False) slices.
+        sagittal_slices: force the slices per sagittal series (the slab keeps its slice step, so it
+            gets wider or narrower); for scaling benchmarks.
+        sagittal_matrix: force the display matrix of the larger in-plane side of sagittal series, same
+            FOV (pixel spacing becomes FOV / matrix; :func:`~training.synthetic.acquisition.rescale_grid`).
+            Both are applied after the generator's own draw, so every other random choice (anatomy,
+            pose, protocols, axial series) stays the same as without them.
     """
 
     field_of_view: str | None = None
@@ -224,6 +230,8 @@ class StudyConfig:
     wrap_rate: float = 0.06
     anatomy: AnatomyConfig | None = None
     reverse_instance_numbers: bool | None = None
+    sagittal_slices: int | None = None
+    sagittal_matrix: int | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -475,6 +483,8 @@ class Planner:
         # Slab: usually foramen to foramen (wider than the bodies), sometimes too thin for the whole body.
         slab = rng.uniform(30.0, 60.0) if cervical else rng.uniform(45.0, 95.0)
         n_slices = int(np.clip(round(slab / step), 9, 25))
+        if self.config.sagittal_slices is not None:
+            n_slices = int(self.config.sagittal_slices)
         width = max(160.0, height * rng.uniform(0.7, 1.0)) if height < 600 else rng.uniform(300.0, 400.0)
         reverse = bool(rng.random() < 0.5)
         return SagittalPlanning(centre, row_dir, col_dir, height, width, n_slices, thickness, step, reverse)
@@ -485,11 +495,14 @@ class Planner:
         rows, cols, spacing = _matrix(rng, planning.height_mm, planning.width_mm, max_dim=max_dim)
         phase_axis = 2 if rng.random() < 0.7 else 1  # AP phase encoding is the usual sagittal choice
         acquired = _acquired(rng, rows, cols, spacing, phase_axis)
-        return _grid(
+        grid = _grid(
             planning.centre, planning.row_dir, planning.col_dir, (planning.n_slices, rows, cols), (spacing, spacing),
             planning.step_mm, planning.thickness_mm, acquired, phase_axis, planning.reverse,
             _wrap(rng, acquired[phase_axis - 1], self.config.wrap_rate),
         )  # fmt: skip
+        if self.config.sagittal_matrix is not None:
+            grid = acq.rescale_grid(grid, self.config.sagittal_matrix)
+        return grid
 
     # -- axial ----------------------------------------------------------------------------------
     def _axial_stack(self, centre: np.ndarray, normal: np.ndarray, n_slices: int, thickness: float,
