@@ -804,6 +804,8 @@ def _prepare_run(state: CaseState, folder: Path) -> tuple[Path, bool]:
         if os.geteuid() == 0:
             os.chown(out, 0, 0)  # nobody must not be the owner, or it could chmod it back
     for path, mode in state.chmods:
+        if not path.exists():
+            continue  # a later mutation of the same case removed or renamed it
         path.chmod(mode)
         if os.geteuid() == 0:
             os.chown(path, 0, 0)
@@ -887,6 +889,13 @@ def run_harness(
     results = []
     try:
         made = {spec.name: make_base(spec, work / "bases") for spec in bases}
+        # One undamaged run as root first: the app imports some modules lazily, and the interpreter
+        # may live where the unprivileged cases' user cannot read (e.g. under /root), so a first case
+        # run as nobody would fail on an import, not on its damage.
+        for base in made.values():
+            warm_up = work / "warm-up"
+            run_app_in_process(base.folder, warm_up)
+            shutil.rmtree(warm_up)
         cases = plan_cases(n, seed, [spec.name for spec in bases])
         for case in (c for c in cases if only is None or c.index in only):
             folder = work / f"case{case.index:04d}"
