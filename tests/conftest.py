@@ -234,3 +234,36 @@ def assert_clean_console(run: AppRun, identifiers: tuple[str, ...] = PATIENT_IDE
     assert "At:\n" not in run.console, run.console  # Holoscan's rendering of a Python exception
     for value in identifiers:
         assert value.lower() not in run.console.lower(), f"{value!r} leaked into the console"
+
+
+# --- RSNA 2024 layout fixtures (tests/test_rsna_format.py, tests/test_rsna_adapter.py) -----------
+
+#: Levels of the straight lumbar fixture spine written into RSNA layouts.
+RSNA_FIXTURE_LEVELS = ("T12", "L1", "L2", "L3", "L4", "L5", "S1")
+
+
+def rsna_fixture_vertebra_z(level: str) -> float:
+    """Patient z (mm) of a fixture body's centroid: 25 mm bodies, 5 mm discs, T12 at the top."""
+    return 120.0 - 30.0 * RSNA_FIXTURE_LEVELS.index(level)
+
+
+def rsna_fixture_truth(study_uid: str, series: list[dict], seed: int, blank: tuple[str, str] | None = None) -> dict:
+    """A generator-style ``truth.json`` for the straight fixture spine, with random RSNA severities
+    (seeded) at every lumbar disc except the ``(condition, disc)`` cell ``blank``."""
+    from operators.core.gradings import RSNA_CONDITIONS, RSNA_SEVERITIES
+    from operators.core.levels import RSNA_DISCS, discs_between
+
+    rng = np.random.default_rng(seed)
+    vertebrae = [{"level": lv, "centroid_mm": [0.0, 0.0, rsna_fixture_vertebra_z(lv)], "superior_axis": [0.0, 0.0, 1.0],
+                  "anterior_axis": [0.0, -1.0, 0.0], "height_mm": 25.0, "depth_mm": 34.0, "width_mm": 46.0,
+                  "lesions": {}} for lv in RSNA_FIXTURE_LEVELS]
+    discs = []
+    for name in discs_between(list(RSNA_FIXTURE_LEVELS)):
+        upper, lower = name.split("/")
+        disc = {"level": name, "centre_mm": [0.0, 0.0, (rsna_fixture_vertebra_z(upper) + rsna_fixture_vertebra_z(lower)) / 2.0],
+                "normal": [0.0, 0.0, 1.0], "gradings": {}}
+        if name in RSNA_DISCS:
+            disc["rsna"] = {c: str(rng.choice(RSNA_SEVERITIES)) for c in RSNA_CONDITIONS if (c, name) != blank}
+        discs.append(disc)
+    return {"schema": "spine-map-synthetic-truth/1", "study_instance_uid": study_uid, "field_of_view": "lumbar",
+            "anatomy": {"transitional": None}, "series": series, "vertebrae": vertebrae, "discs": discs}

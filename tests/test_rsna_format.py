@@ -9,9 +9,11 @@ import numpy as np
 import pydicom
 import pytest
 
+from conftest import rsna_fixture_truth
+
 from operators.core.geometry import VolumeGeometry
 from operators.core.gradings import RSNA_CONDITION_TITLES, RSNA_CONDITIONS, RSNA_SEVERITIES
-from operators.core.levels import RSNA_DISCS, discs_between
+from operators.core.levels import RSNA_DISCS
 from training.synthetic.dicom_writer import PatientStudy, write_series
 from training.synthetic.rsna_format import (
     CONDITION_SERIES,
@@ -21,30 +23,10 @@ from training.synthetic.rsna_format import (
     write_rsna_layout,
 )
 
-LEVELS = ("T12", "L1", "L2", "L3", "L4", "L5", "S1")
 SAGITTAL_IOP = (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)  # rows run posterior, columns run to the feet
 AXIAL_IOP = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 
 
-def _vertebra_z(level: str) -> float:
-    return 120.0 - 30.0 * LEVELS.index(level)  # 25 mm bodies, 5 mm discs, T12 at the top
-
-
-def _truth(study_uid: str, series: list[dict], seed: int) -> dict:
-    rng = np.random.default_rng(seed)
-    vertebrae = [{"level": lv, "centroid_mm": [0.0, 0.0, _vertebra_z(lv)], "superior_axis": [0.0, 0.0, 1.0],
-                  "anterior_axis": [0.0, -1.0, 0.0], "height_mm": 25.0, "depth_mm": 34.0, "width_mm": 46.0,
-                  "lesions": {}} for lv in LEVELS]
-    discs = []
-    for name in discs_between(list(LEVELS)):
-        upper, lower = name.split("/")
-        disc = {"level": name, "centre_mm": [0.0, 0.0, (_vertebra_z(upper) + _vertebra_z(lower)) / 2.0],
-                "normal": [0.0, 0.0, 1.0], "gradings": {}}
-        if name in RSNA_DISCS:
-            disc["rsna"] = {c: str(rng.choice(RSNA_SEVERITIES)) for c in RSNA_CONDITIONS}
-        discs.append(disc)
-    return {"schema": "spine-map-synthetic-truth/1", "study_instance_uid": study_uid, "field_of_view": "lumbar",
-            "anatomy": {"transitional": None}, "series": series, "vertebrae": vertebrae, "discs": discs}
 
 
 def _write(study: PatientStudy, folder: Path, geometry: VolumeGeometry, description: str, number: int,
@@ -98,7 +80,7 @@ def layout(tmp_path_factory) -> tuple[Path, list[dict], list[Path]]:
                   {"series_instance_uid": uids[fluid], "kind": fluid, "expected_role": fluid},
                   {"series_instance_uid": uids["ax_t2"], "kind": "ax_t2", "expected_role": "ax_t2"},
                   {"series_instance_uid": uids["localizer"], "kind": "localizer", "expected_role": "unused"}]
-        truths.append(_truth(study.study_instance_uid, series, seed=index))
+        truths.append(rsna_fixture_truth(study.study_instance_uid, series, seed=index))
         dirs.append(folder)
     out = root / "rsna"
     write_rsna_layout(truths, dirs, out)

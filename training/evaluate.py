@@ -149,11 +149,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register the ``evaluate`` sub-command."""
     parser = subparsers.add_parser("evaluate", help="measure a stage on fresh generated studies", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("target", choices=("roles", "detection"), help="what to evaluate")
+    parser.add_argument("target", choices=("roles", "detection", "grading"), help="what to evaluate")
     parser.add_argument("--count", type=int,
-                        help="number of studies (default 200; detection: per field of view, default 10)")
-    parser.add_argument("--seed", type=int, help="first seed (roles 900000, detection 910000)")
-    parser.add_argument("--models", type=Path, default=Path("models"), help="detection: models folder")
+                        help="number of studies (default 200; detection: per field of view, default 10; grading 60)")
+    parser.add_argument("--seed", type=int, help="first seed (roles 900000, detection 910000, grading 930000)")
+    parser.add_argument("--models", type=Path, default=Path("models"), help="detection, grading: models folder")
+    parser.add_argument("--vertebrae", choices=("detected", "truth"), default="detected",
+                        help="grading: frame discs from detected vertebrae (the app) or the true ones (graders alone)")
     parser.add_argument("--perturb", default="none",
                         help="detection: comma-separated image perturbations (none, noise, contrast, resolution, rotation)")
     parser.add_argument("--jobs", type=int, default=1, help="studies evaluated in parallel (processes)")
@@ -167,6 +169,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.target == "detection":
         return _run_detection(args)
+    if args.target == "grading":
+        return _run_grading(args)
     summary = evaluate_roles(args.count or 200, args.seed or EVALUATION_FIRST_SEED, args.jobs)
     _print_roles(summary)
     if args.json:
@@ -187,6 +191,20 @@ def _run_detection(args: argparse.Namespace) -> int:
         return 2
     summary = evaluate_detection(args.count or 10, args.models, perturbations, args.seed or DETECTION_EVALUATION_FIRST_SEED, args.jobs)
     print_table(summary)
+    if args.json:
+        write_json(summary, args.json)
+    return 0
+
+
+def _run_grading(args: argparse.Namespace) -> int:
+    from training.evaluate_grading import GRADING_EVALUATION_FIRST_SEED, evaluate_grading, print_tables, write_json
+
+    summary = evaluate_grading(args.count or 60, args.models, args.vertebrae, args.seed or GRADING_EVALUATION_FIRST_SEED, args.jobs)
+    summary["command"] = (
+        f"python -m training evaluate grading --count {summary['studies']} --vertebrae {args.vertebrae} --models {args.models}"
+        + (f" --json {args.json}" if args.json else "")
+    )
+    print_tables(summary)
     if args.json:
         write_json(summary, args.json)
     return 0

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from operators.core.dicom_io import SeriesReadError
-from operators.core.gradings import RSNA_CONDITION_TITLES, RSNA_CONDITIONS, RSNA_SEVERITIES, SPINENET_GRADINGS
+from operators.core.gradings import RSNA_CONDITION_TITLES, RSNA_CONDITIONS, RSNA_SEVERITIES
 from operators.core.key_images import write_key_images
 from operators.core.report import (
     CANCER_SUSPICION_THRESHOLD,

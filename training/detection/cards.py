@@ -7,6 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from training.cards import CardText
+from training.cards import write_card as write_model_card
+
 #: What each network is for, and its limits; the numbers come from the manifest and evaluation.
 PURPOSE: dict[str, str] = {
     "vertebra_detector": (
@@ -36,13 +39,6 @@ TRAINING_DATA = (
     "from 910000 and are never trained on. No patient data."
 )
 
-LIMITS = (
-    "Trained on our synthetic phantom only: it has not seen real patients, implants, severe "
-    "deformity beyond the generator's ranges, paediatric spines or post-operative anatomy. Use the "
-    "training code on a site's own annotated studies before clinical use. Not a medical device."
-)
-
-
 def _metrics_table(evaluation: dict[str, Any]) -> str:
     lines = ["| perturbation | field of view | sequences | studies | vertebrae | precision % | recall % | IDR % | LE mm |",
              "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
@@ -64,39 +60,23 @@ def _training_flags(config: dict[str, Any]) -> str:
 
 
 def write_card(models: Path, name: str, evaluation_path: Path | None) -> Path:
-    """Write ``models/<name>.md`` from the manifest (and the evaluation JSON when it exists)."""
-    entry = json.loads((models / "manifest.json").read_text())["models"][name]
-    training = entry.get("training", {})
-    sections = [
-        f"# {name}",
-        PURPOSE[name],
-        "## Files",
-        f"- `{entry['onnx']}` (ONNX opset {entry['opset']}, what the app runs) sha256 `{entry['sha256']['onnx']}`\n"
-        f"- `{entry['torchscript']}` (TorchScript) sha256 `{entry['sha256']['torchscript']}`\n"
-        f"- export check: max |torch − ONNX| = {entry['export_max_abs_difference']['onnx']:.1e}, "
-        f"|torch − TorchScript| = {entry['export_max_abs_difference']['torchscript']:.1e}",
-        "## Inputs",
-        "\n".join(f"- `{k}`: {v}" for k, v in entry["inputs"].items()),
-        "## Outputs",
-        "\n".join(f"- `{k}`: {v}" for k, v in entry["outputs"].items()),
-        "## Training data",
-        TRAINING_DATA,
-        "## Training",
-        f"Configuration: `{json.dumps(training.get('config', {}))}`; wall time "
-        f"{training.get('wall_s', float('nan')) / 60:.1f} min on 2 CPU cores. "
-        f"Command: `python -m training train-vertebrae --train data/train --val data/val --work work --models models"
-        f"{_training_flags(training.get('config', {}))}` (README, Training, lists the data commands).",
-    ]
+    """Write ``models/<name>.md`` from the manifest (and the detection evaluation JSON when it exists)."""
+    config = json.loads((models / "manifest.json").read_text())["models"][name].get("training", {}).get("config", {})
+    metrics = []
     if evaluation_path is not None and evaluation_path.exists():
         evaluation = json.loads(evaluation_path.read_text())
-        sections += [
+        metrics = [
             "## Metrics (whole pipeline: detector + labeller)",
             f"Measured by `{evaluation.get('command', 'python -m training evaluate detection')}` "
             f"on fresh synthetic studies (first seed {evaluation['first_seed']}); definitions in design §6.",
             _metrics_table(evaluation),
         ]
-    sections += ["## Intended use", "Find and label vertebral bodies C2–S1 on sagittal MR (T1, T2, STIR) "
-                 "and CT sagittal images as the first stage of spine-map.", "## Limits", LIMITS]
-    path = models / f"{name}.md"
-    path.write_text("\n\n".join(sections) + "\n")
-    return path
+    return write_model_card(models, name, CardText(
+        purpose=PURPOSE[name],
+        training_data=TRAINING_DATA,
+        command="python -m training train-vertebrae --train data/train --val data/val --work work --models models"
+                + _training_flags(config),
+        metrics=metrics,
+        intended_use="Find and label vertebral bodies C2–S1 on sagittal MR (T1, T2, STIR) and CT sagittal images "
+                     "as the first stage of spine-map.",
+    ))

@@ -42,7 +42,7 @@ from training.detection.labeller import (
 )
 from training.detection.slice_cache import CachedSeries, build_cache
 from training.detection.cards import write_card
-from training.export import ExportSpec, export_model, update_manifest
+from training.export import ExportSpec, export_checkpoints
 
 logger = logging.getLogger(__name__)
 
@@ -139,35 +139,27 @@ def export_all(work: Path, models: Path, detector_config: DetectorConfig, labell
     rng = np.random.default_rng(0)
     networks = (
         (make_detector(detector_config), ExportSpec(
-            DETECTOR_MODEL, torch.as_tensor(rng.normal(size=(2, 1, 256, 192)), dtype=torch.float32),
-            "image", "heatmaps_vectors", {"image": {0: "batch", 2: "height", 3: "width"},
-                                          "heatmaps_vectors": {0: "batch", 2: "height", 3: "width"}},
-            "(N, 1, H, W) float32 sagittal slice(s) after normalise_intensity on the 1.5 mm detector grid; H, W multiples of 32",
+            DETECTOR_MODEL, {"image": torch.as_tensor(rng.normal(size=(2, 1, 256, 192)), dtype=torch.float32)},
+            "heatmaps_vectors", {"image": {0: "batch", 2: "height", 3: "width"},
+                                 "heatmaps_vectors": {0: "batch", 2: "height", 3: "width"}},
+            {"image": "(N, 1, H, W) float32 sagittal slice(s) after normalise_intensity on the 1.5 mm detector grid; "
+                      "H, W multiples of 32"},
             "(N, 13, H, W) float32: 5 heatmaps (4 corners in VERTEBRA_CORNERS order, centroid), 8 vector-field channels",
         )),
         (make_appearance_net(labeller_config), ExportSpec(
-            APPEARANCE_MODEL, torch.as_tensor(rng.normal(size=(2, *APPEARANCE_SHAPE)), dtype=torch.float32),
-            "volume", "logits", {"volume": {0: "batch"}, "logits": {0: "batch"}},
-            "(N, 16, 112, 112) float32 appearance volume (lateral slices as channels), normalised intensity",
+            APPEARANCE_MODEL, {"volume": torch.as_tensor(rng.normal(size=(2, *APPEARANCE_SHAPE)), dtype=torch.float32)},
+            "logits", {"volume": {0: "batch"}, "logits": {0: "batch"}},
+            {"volume": "(N, 16, 112, 112) float32 appearance volume (lateral slices as channels), normalised intensity"},
             f"(N, {N_CLASSES}) float32 level logits, LABELLER_CLASSES order (C3..S1)",
         )),
         (make_context_net(), ExportSpec(
-            CONTEXT_MODEL, torch.as_tensor(rng.random(size=(1, N_CLASSES, 256)), dtype=torch.float32),
-            "height_map", "logits", {"height_map": {0: "batch", 2: "bins"}, "logits": {0: "batch", 2: "bins"}},
-            f"(N, {N_CLASSES}, B) float32 height-probability map, 2 mm bins caudal to cranial, B a multiple of 8",
+            CONTEXT_MODEL, {"height_map": torch.as_tensor(rng.random(size=(1, N_CLASSES, 256)), dtype=torch.float32)},
+            "logits", {"height_map": {0: "batch", 2: "bins"}, "logits": {0: "batch", 2: "bins"}},
+            {"height_map": f"(N, {N_CLASSES}, B) float32 height-probability map, 2 mm bins caudal to cranial, B a multiple of 8"},
             f"(N, {N_CLASSES}, B) float32 refined level logits per bin",
         )),
     )
-    for network, spec in networks:
-        network.load_state_dict(torch.load(work / f"{spec.name}.pt"))
-        entry = export_model(network, spec, models)
-        entry["trained_on"] = TRAINED_ON
-        history_path = work / f"{spec.name}.history.json"
-        if history_path.exists():
-            history = json.loads(history_path.read_text())
-            entry["training"] = {k: v for k, v in history.items() if k not in ("train_loss",)}
-        update_manifest(models, spec.name, entry)
-        logger.info("exported %s (%s)", spec.name, entry["sha256"]["onnx"][:12])
+    export_checkpoints(networks, work, models, TRAINED_ON)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -1,0 +1,64 @@
+"""Model cards of the two disc graders, from the manifest and ``docs/evaluation/grading.json``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from collections.abc import Sequence
+from typing import Any
+
+from operators.core.grading_pipeline import MULTIVIEW_MODEL, SPINENET_MODEL
+from training.cards import CardText, write_card
+from training.evaluate_grading import markdown_tables
+
+PURPOSE: dict[str, str] = {
+    SPINENET_MODEL: (
+        "SpineNetV2 radiological grading network (SpineNetV2 §3.4, §4.2): a ResNet-style CNN with a 3D "
+        "3×3×3 first convolution and in-plane convolutions after it, over the 9×112×224 intervertebral "
+        "volume (midpoint of the adjacent centroids, endplate horizontal, width twice the larger body, "
+        "2:1 aspect); one 2-layer head per grading: Pfirrmann 1–5, narrowing 0–3, central canal "
+        "stenosis 0–3, spondylolisthesis, upper/lower endplate defect, upper/lower marrow change, "
+        "left/right foraminal stenosis, herniation. Channel 1 adds the sagittal T1 (the paper uses T2 only)."
+    ),
+    MULTIVIEW_MODEL: (
+        "Multi-view, multi-sequence RSNA 2024 grader (Park et al. §2): a shared 2D slice encoder over "
+        "every slice of the sagittal T1 and T2/STIR disc volumes and the axial T2 disc slab, slice-order, "
+        "view and disc-level embeddings, a CLS token and 3 transformer encoder layers (2 heads); one head "
+        "per condition (spinal canal stenosis, left/right neural foraminal narrowing, left/right "
+        "subarticular stenosis × Normal/Mild, Moderate, Severe) and an auxiliary disc-level head. "
+        "Missing views are padding tokens, masked out, so it grades from whatever a study has."
+    ),
+}
+
+TRAINING_DATA = (
+    "Synthetic lumbar MR studies only, made by `python -m training generate --fov lumbar --modality mr`: "
+    "240 training studies (seeds 150000–150239) and 40 validation studies (seeds 820000–820039), with the "
+    "generator's own mix of sagittal T1/T2/STIR and axial T2 (angled per-disc or contiguous stacks, some "
+    "studies without axial). Discs were framed from the true vertebrae moved by N(0, 1.5 mm) per axis "
+    "(the detector's localisation error). Evaluation studies use seeds from 930000. No patient data."
+)
+
+
+def _metrics(evaluations: list[dict[str, Any]]) -> list[str]:
+    lines = ["## Metrics"]
+    for evaluation in evaluations:
+        lines += [f"Measured by `{evaluation['command']}` (definitions in design §6):", "\n".join(markdown_tables(evaluation))]
+    return lines
+
+
+def write_grading_card(models: Path, name: str, evaluation_paths: Sequence[Path]) -> Path:
+    """Write ``models/<name>.md`` for one grader, with the metrics of the evaluation JSONs that exist
+    (both graders are measured together, so both cards quote the same tables)."""
+    config = json.loads((models / "manifest.json").read_text())["models"][name].get("training", {}).get("config", {})
+    evaluations = [json.loads(path.read_text()) for path in evaluation_paths if path.exists()]
+    metrics = _metrics(evaluations) if evaluations else []
+    return write_card(models, name, CardText(
+        purpose=PURPOSE[name],
+        training_data=TRAINING_DATA,
+        command="python -m training train-grading --train data/grade/train --val data/grade/val --work work/grading "
+                f"--models models --spinenet-steps {config.get('spinenet_steps')} --multiview-steps {config.get('multiview_steps')}",
+        metrics=metrics,
+        intended_use=("Grade every intervertebral disc found by spine-map's detector and labeller (SpineNetV2 gradings)"
+                      if name == SPINENET_MODEL else
+                      "Grade the five RSNA 2024 lumbar conditions at L1/L2 … L5/S1 from the views a study has"),
+    ))
