@@ -11,6 +11,9 @@ Targets:
   random protocols, duplicate series with half the descriptions corrupted, MR + CT studies, whole-spine
   stations, per-disc angled axial stacks, and studies holding every series kind the generator makes
   (fat-sat and post-contrast T1, GRE and T1 axials, coronal, DWI/ADC, localisers, CT reformats and scouts).
+* ``detection``, ``grading`` — see :mod:`training.evaluate_detection`, :mod:`training.evaluate_grading`.
+* ``reports`` — the free-text report labeller (:mod:`training.reports.evaluate`): precision and recall
+  of the labels read from generated reports, first seed 940000.
 """
 
 from __future__ import annotations
@@ -149,10 +152,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register the ``evaluate`` sub-command."""
     parser = subparsers.add_parser("evaluate", help="measure a stage on fresh generated studies", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("target", choices=("roles", "detection", "grading"), help="what to evaluate")
+    parser.add_argument("target", choices=("roles", "detection", "grading", "reports"), help="what to evaluate")
     parser.add_argument("--count", type=int,
-                        help="number of studies (default 200; detection: per field of view, default 10; grading 60)")
-    parser.add_argument("--seed", type=int, help="first seed (roles 900000, detection 910000, grading 930000)")
+                        help="number of studies (default 200; detection: per field of view, default 10; grading 60; "
+                             "reports 500)")
+    parser.add_argument("--seed", type=int,
+                        help="first seed (roles 900000, detection 910000, grading 930000, reports 940000)")
     parser.add_argument("--models", type=Path, default=Path("models"), help="detection, grading: models folder")
     parser.add_argument("--vertebrae", choices=("detected", "truth"), default="detected",
                         help="grading: frame discs from detected vertebrae (the app) or the true ones (graders alone)")
@@ -171,6 +176,8 @@ def run(args: argparse.Namespace) -> int:
         return _run_detection(args)
     if args.target == "grading":
         return _run_grading(args)
+    if args.target == "reports":
+        return _run_reports(args)
     summary = evaluate_roles(args.count or 200, args.seed or EVALUATION_FIRST_SEED, args.jobs)
     _print_roles(summary)
     if args.json:
@@ -202,6 +209,20 @@ def _run_grading(args: argparse.Namespace) -> int:
     summary = evaluate_grading(args.count or 60, args.models, args.vertebrae, args.seed or GRADING_EVALUATION_FIRST_SEED, args.jobs)
     summary["command"] = (
         f"python -m training evaluate grading --count {summary['studies']} --vertebrae {args.vertebrae} --models {args.models}"
+        + (f" --json {args.json}" if args.json else "")
+    )
+    print_tables(summary)
+    if args.json:
+        write_json(summary, args.json)
+    return 0
+
+
+def _run_reports(args: argparse.Namespace) -> int:
+    from training.reports.evaluate import REPORTS_EVALUATION_FIRST_SEED, evaluate_report_labeller, print_tables, write_json
+
+    summary = evaluate_report_labeller(args.count or 500, args.seed or REPORTS_EVALUATION_FIRST_SEED)
+    summary["command"] = (
+        f"python -m training evaluate reports --count {summary['studies']} --seed {summary['first_seed']}"
         + (f" --json {args.json}" if args.json else "")
     )
     print_tables(summary)

@@ -280,7 +280,7 @@ def sample_vertebra_pathology(
             index = int(rng.choice(len(candidates), p=weights / weights.sum()))
         involved.add(candidates[index])
     phenotype = rng.choice(["lytic", "sclerotic", "mixed"], p=[0.5, 0.3, 0.2])
-    for level in involved:
+    for level in sorted(involved, key=candidates.index):  # set order varies with PYTHONHASHSEED
         vertebra = result[level]
         vertebra.metastasis_pattern = str(rng.choice(["focal", "multiple", "diffuse"], p=[0.5, 0.3, 0.2]))
 

@@ -1382,6 +1382,27 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def report_rng(seed: int) -> np.random.Generator:
+    """The random stream of study ``seed`` that draws its report text (apart from the image streams,
+    so a report can be re-drawn from the truth alone)."""
+    return np.random.default_rng([seed, 14])
+
+
+def planned_truth(seed: int, config: StudyConfig | None = None) -> dict[str, Any]:
+    """The truth :func:`generate_study` writes for ``seed`` and ``config``, made without forming any image.
+
+    Every series is planned (geometry, protocol, role, imaged span) before rendering, and the truth
+    is read from the phantom and the plans; only the InstanceNumbers are drawn while writing. Here
+    they are numbered in slice order, so ``instance_number`` entries differ from a rendered study's;
+    everything the report depends on is the same. Used where images are not needed (report labelling).
+    """
+    state = _Study(seed, config or StudyConfig())
+    state.plan()
+    for plan in state.plans:
+        plan.instance_numbers = list(range(1, plan.n_instances + 1))
+    return state.truth()
+
+
 def generate_study(seed: int, out_dir: Path | str, config: StudyConfig | None = None) -> dict[str, Any]:
     """Generate one synthetic study.
 
@@ -1404,7 +1425,7 @@ def generate_study(seed: int, out_dir: Path | str, config: StudyConfig | None = 
     state.plan()
     state.write(study_dir)
     truth = state.truth()
-    truth["report_text"] = write_report(truth, np.random.default_rng([seed, 14]))
+    truth["report_text"] = write_report(truth, report_rng(seed))
     (out / "truth.json").write_text(json.dumps(truth, indent=1))
     (out / "report.txt").write_text(truth["report_text"])
     return truth
