@@ -7,12 +7,13 @@ Pipeline (design §2); stages marked * come in later issues and slot in where th
      └─ StudyLoaderOperator ──────────────────────────────────────────────┐ study
          └─ SeriesSelectorOperator ──────────────────────────────────────┤ decisions
              ├─ VFR detector → level labeller ───────────────────────────┤ findings
-             │   └─ *volume extractor                                    │
-             │        ├─ *multi-view grader                              │
+             │   └─ volume extractor                                     │
+             │        ├─ multi-view disc grader ─────────────────────────┤ discs
              │        ├─ *cancer SCT                                     │
              │        └─ *Bilsky classifier                              │
              └────────────────────────────────────────────────────────► ReportWriterOperator
-                                                      (spine_report.json + .csv; *SR, key images)
+                                              (spine_report.json + .csv) → SRWriterOperator
+                                              (DICOM SR, key images, vertebra/disc tables)
 """
 
 from __future__ import annotations
@@ -26,12 +27,14 @@ from monai.deploy.core import AppContext, Application
 from app import __version__
 from operators.core.onnx_models import ModelError, model_infos
 from operators.core.report import SoftwareInfo
+from operators.disc_grader import DiscGraderOperator
 from operators.level_labeller import LevelLabellerOperator
 from operators.report_writer import ReportWriterOperator
 from operators.series_selector import SeriesSelectorOperator
 from operators.sr_writer import SRWriterOperator
 from operators.study_loader import StudyLoaderOperator
 from operators.vertebra_detector import VertebraDetectorOperator
+from operators.volume_extractor import VolumeExtractorOperator
 
 APP_NAME = "spine-map"
 
@@ -71,6 +74,8 @@ class SpineMapApp(Application):
         models = Path(context.model_path)
         vertebra_detector = VertebraDetectorOperator(self, model_folder=models, name="vertebra_detector")
         level_labeller = LevelLabellerOperator(self, model_folder=models, name="level_labeller")
+        volume_extractor = VolumeExtractorOperator(self, name="volume_extractor")
+        disc_grader = DiscGraderOperator(self, model_folder=models, name="disc_grader")
         report_writer = ReportWriterOperator(
             self, output_folder=Path(context.output_path), software=software_info(models), name="report_writer"
         )
@@ -82,9 +87,15 @@ class SpineMapApp(Application):
             vertebra_detector, level_labeller,
             {("sagittal", "sagittal"), ("vertebrae", "vertebrae"), ("warnings", "warnings")},
         )
-        # Later issues: the volume extractor follows the labeller; the graders, cancer SCT and
-        # Bilsky classifier follow the extractor and feed new ports of the report writer.
+        self.add_flow(study_loader, volume_extractor, {("study", "study")})
+        self.add_flow(series_selector, volume_extractor, {("decisions", "decisions")})
+        self.add_flow(vertebra_detector, volume_extractor, {("sagittal", "sagittal")})
+        self.add_flow(level_labeller, volume_extractor, {("findings", "findings")})
+        self.add_flow(volume_extractor, disc_grader, {("views", "views"), ("warnings", "warnings")})
+        # Later issues: the cancer SCT and Bilsky classifier follow the extractor and feed new
+        # ports of the report writer.
         self.add_flow(level_labeller, report_writer, {("findings", "findings")})
+        self.add_flow(disc_grader, report_writer, {("discs", "discs")})
         self.add_flow(series_selector, report_writer, {("decisions", "decisions")})
         self.add_flow(study_loader, report_writer, {("study", "study")})
         sr_writer = SRWriterOperator(self, output_folder=Path(context.output_path), name="sr_writer")

@@ -21,10 +21,11 @@ class ReportWriterOperator(Operator):
         ``study``: :class:`~operators.core.dicom_io.StudyScan` (series and loader warnings).
         ``decisions``: ``list[SeriesDecision]`` from the series selector.
         ``findings``: :class:`~operators.core.vertebra_pipeline.VertebraFindings` from the labeller.
+        ``discs``: :class:`~operators.core.grading_pipeline.DiscFindings` from the disc grader.
     Output port:
         ``report``: the validated report dict, for the SR writer.
 
-    Later stages add their own input ports here (vertebrae, discs, Bilsky grades) and pass them on
+    Later stages (cancer findings, Bilsky grades) add their own input ports here and pass them on
     to :func:`~operators.core.report.study_report`.
 
     Raises (out of ``compute``, ending the run):
@@ -42,15 +43,18 @@ class ReportWriterOperator(Operator):
         spec.input("study")
         spec.input("decisions")
         spec.input("findings")
+        spec.input("discs")
         spec.output("report")
 
     def compute(self, op_input: InputContext, op_output: OutputContext, context: ExecutionContext) -> None:
         study = op_input.receive("study")
         decisions = op_input.receive("decisions")
         findings = op_input.receive("findings")
+        discs = op_input.receive("discs")
         with stage_timer("report_writer"):
             report = study_report(
-                study, decisions, self.software, vertebrae=findings.vertebrae, warnings=findings.warnings
+                study, decisions, self.software, vertebrae=findings.vertebrae, discs=discs.discs,
+                warnings=(*findings.warnings, *discs.warnings),
             )
             files = write_report(report, self.output_folder)
         logger.info("wrote %s and %s", files.json_path.name, files.csv_path.name)

@@ -25,7 +25,7 @@ from conftest import (
 
 import app
 from app.cli import EXIT_INTERNAL_ERROR, EXIT_OK, EXIT_USAGE, LOG_FILE_NAME, main
-from operators.core.report import REPORT_CSV_NAME, REPORT_JSON_NAME, load_schema
+from operators.core.report import DISCS_CSV_NAME, REPORT_CSV_NAME, REPORT_JSON_NAME, load_schema
 
 
 REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
@@ -91,6 +91,28 @@ def test_in_process_run_writes_a_valid_report_with_every_role(in_process_run, ge
         s["series_instance_uid"] for s in report["series"]
     ]
     assert (out / LOG_FILE_NAME).is_file()
+
+
+def test_every_disc_between_reported_vertebrae_is_graded(in_process_run) -> None:
+    """SpineNetV2 gradings for every disc between adjacent reported vertebrae; RSNA conditions for the
+    lumbar ones; one discs.csv row each."""
+    from operators.core.gradings import RSNA_CONDITIONS, RSNA_SEVERITIES, SPINENET_GRADINGS
+    from operators.core.levels import RSNA_DISCS, disc_name, level_order
+
+    _, out = in_process_run
+    report = read_report(out)
+    levels = sorted((v["level"] for v in report["vertebrae"]), key=level_order)
+    adjacent = {disc_name(a, b) for a, b in zip(levels, levels[1:]) if level_order(b) - level_order(a) == 1}
+    assert adjacent and adjacent <= {d["level"] for d in report["discs"]}
+    for disc in report["discs"]:
+        assert set(disc["gradings"]) == set(SPINENET_GRADINGS)
+        for grading in disc["gradings"].values():
+            assert math.isclose(sum(grading["probabilities"].values()), 1.0, abs_tol=1e-3)
+        if disc["level"] in RSNA_DISCS:
+            assert set(disc["rsna"]) == set(RSNA_CONDITIONS)
+            assert all(c["severity"] in RSNA_SEVERITIES for c in disc["rsna"].values())
+    rows = list(csv.DictReader((out / DISCS_CSV_NAME).open(encoding="utf-8")))
+    assert [r["level"] for r in rows] == [d["level"] for d in report["discs"]]
 
 
 @pytest.fixture(scope="module")

@@ -55,8 +55,11 @@ def write_grading_card(models: Path, name: str, evaluation_paths: Sequence[Path]
     return write_card(models, name, CardText(
         purpose=PURPOSE[name],
         training_data=TRAINING_DATA,
+        # Each grader trains in its own stage, so its card names that stage and the flag it used.
         command="python -m training train-grading --train data/grade/train --val data/grade/val --work work/grading "
-                f"--models models --spinenet-steps {config.get('spinenet_steps')} --multiview-steps {config.get('multiview_steps')}",
+                f"--models models --stage {name} "
+                + (f"--spinenet-steps {config.get('spinenet_steps')}" if name == SPINENET_MODEL
+                   else f"--multiview-steps {config.get('multiview_steps')}"),
         metrics=metrics,
         intended_use=("Grade every intervertebral disc found by spine-map's detector and labeller (SpineNetV2 gradings)"
                       if name == SPINENET_MODEL else

@@ -16,7 +16,7 @@ Checkpoints and training histories go to ``--work``. Example (the shipped weight
 
     python -m training generate --seed 150000 --count 240 --fov lumbar --modality mr --jobs 2 --out data/grade/train
     python -m training generate --seed 820000 --count 40 --fov lumbar --modality mr --jobs 2 --out data/grade/val
-    python -m training train-grading --train data/grade/train --val data/grade/val --work work/grading --models models
+    python -m training train-grading --train data/grade/train --val data/grade/val --work work/grading --models models --spinenet-steps 2000 --multiview-steps 700
 """
 
 from __future__ import annotations

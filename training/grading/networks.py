@@ -68,9 +68,10 @@ class SpineNetGrader(nn.Module):
     slices would give a finding in a right-sided slice and the same finding in a left-sided slice the
     same embedding, and the two heads could not differ.
 
-    Size (defaults): 2.02 M parameters (backbone 0.70 M, embedding 0.59 M, heads 0.73 M). Measured on
-    this project's 2-core CPU: ONNX, 2 threads, 5 discs ``(5, 2, 9, 112, 224)``: 0.055 s; one training
-    step at batch 16 (bf16 autocast, Adam): 0.31 s. SpineNetV2's ResNet32 is deeper and wider; this is
+    Size (defaults): 2.02 M parameters (backbone 0.70 M, embedding 0.59 M, heads 0.73 M). On this
+    project's 2-core CPU one training step at batch 16 (bf16 autocast, Adam) takes about 0.8 s (the
+    shipped 2000-step run: 26 min); inference time is the ``disc_grader`` stage of ``python -m
+    benchmarks``. SpineNetV2's ResNet32 is deeper and wider; this is
     an in-plane ResNet-18 layout at a quarter of its width (16 … 128 channels), sized so that it
     trains on 2 CPU cores.
     """

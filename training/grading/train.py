@@ -49,7 +49,9 @@ class GradingConfig:
     """Grader training settings (stored in the histories and model cards)."""
 
     spinenet_steps: int = 2000
-    multiview_steps: int = 2000
+    #: A 2000-step run on 2 CPU cores (about 2 s a step) reached its best validation AUROC early
+    #: (0.922 at step 200, 0.920 at 400) and was stopped; 700 steps is the shipped run.
+    multiview_steps: int = 700
     batch_size: int = 16
     spinenet_learning_rate: float = 1e-3
     multiview_learning_rate: float = 3e-4
