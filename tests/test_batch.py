@@ -123,7 +123,8 @@ def test_run_log_has_every_stage_timing_and_ends_naming_every_output(batch_run) 
     lines = (study / "spine_map.log").read_text().splitlines()
 
     stages = [m.group(1) for line in lines if (m := STAGE_LINE.search(line))]
-    assert stages == ["study_loader", "series_selector", "vertebra_detector", "level_labeller", "report_writer", "sr_writer"]
+    assert stages == ["study_loader", "series_selector", "vertebra_detector", "level_labeller", "volume_extractor",
+                      "disc_grader", "report_writer", "sr_writer"]
     last = lines[-1]
     assert " spine_map.run: outputs in " in last
     named = set(last.split(": ", 2)[-1].split(", "))
