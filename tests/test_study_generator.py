@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGBaseline8Bit, JPEGLSLossless, RLELossless
 
@@ -284,6 +284,10 @@ def test_preference_rule_on_duplicates(tmp_path: Path) -> None:
     st.lists(st.floats(-1, 1), min_size=3, max_size=3).filter(lambda v: np.linalg.norm(v) > 0.1),
     st.lists(st.floats(-1, 1), min_size=3, max_size=3).filter(lambda v: np.linalg.norm(v) > 0.1),
 )
+# Nearly opposite, exactly opposite and equal vectors: where a Rodrigues form breaks down.
+@example(a=[0.0, 1.0, 0.0], b=[0.0, -1.0, 0.001])
+@example(a=[0.0, 1.0, 0.0], b=[0.0, -1.0, 0.0])
+@example(a=[0.3, -0.2, 0.9], b=[0.3, -0.2, 0.9])
 def test_rotation_between_maps_a_onto_b(a: list[float], b: list[float]) -> None:
     rotation = rotation_between(np.array(a), np.array(b))
     np.testing.assert_allclose(rotation @ rotation.T, np.eye(3), atol=1e-9)

@@ -64,18 +64,25 @@ def rotation_matrix(angles_deg: tuple[float, float, float]) -> np.ndarray:
 
 
 def rotation_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Smallest rotation (3×3) taking unit vector ``a`` onto unit vector ``b``."""
+    """Smallest rotation (3×3) taking unit vector ``a`` onto unit vector ``b``.
+
+    Built as frame-to-frame rotation ``[b, n, b×n] @ [a, n, a×n]ᵀ`` about the axis ``n = a×b``:
+    it maps ``a`` onto ``b`` to rounding even when the two are nearly opposite, where the
+    Rodrigues form divides by ``1 + a·b`` and loses all precision.
+    """
     a = a / np.linalg.norm(a)
     b = b / np.linalg.norm(b)
-    v = np.cross(a, b)
-    c = float(a @ b)
-    if c < -0.999999:
-        # Opposite vectors: rotate 180° about any axis perpendicular to a.
+    axis = np.cross(a, b)
+    if np.linalg.norm(axis) < 1e-12:
+        # Parallel or opposite: any axis perpendicular to a gives the right turn (0° or 180°).
         axis = np.cross(a, [1.0, 0.0, 0.0] if abs(a[0]) < 0.9 else [0.0, 1.0, 0.0])
-        axis /= np.linalg.norm(axis)
-        return 2.0 * np.outer(axis, axis) - np.eye(3)
-    vx = np.array([[0, -v[2], v[1]], [v[2], 0, -v[0]], [-v[1], v[0], 0]])
-    return np.eye(3) + vx + vx @ vx / (1.0 + c)
+
+    def frame(u: np.ndarray) -> np.ndarray:
+        n = axis - (axis @ u) * u  # exactly perpendicular to u, whatever rounding did to the axis
+        n = n / np.linalg.norm(n)
+        return np.stack([u, n, np.cross(u, n)], axis=1)
+
+    return frame(b) @ frame(a).T
 
 
 @dataclass(frozen=True)
