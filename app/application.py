@@ -6,10 +6,10 @@ Pipeline (design §2); stages marked * come in later issues and slot in where th
     study folder
      └─ StudyLoaderOperator ──────────────────────────────────────────────┐ study
          └─ SeriesSelectorOperator ──────────────────────────────────────┤ decisions
-             ├─ VFR detector → level labeller ───────────────────────────┤ findings
+             ├─ VFR detector → level labeller
+             │   ├─ cancer SCT (vertebra findings) ──────────────────────┤ findings
              │   └─ volume extractor                                     │
              │        ├─ multi-view disc grader ─────────────────────────┤ discs
-             │        ├─ *cancer SCT                                     │
              │        └─ *Bilsky classifier                              │
              └────────────────────────────────────────────────────────► ReportWriterOperator
                                               (spine_report.json + .csv) → SRWriterOperator
@@ -27,6 +27,7 @@ from monai.deploy.core import AppContext, Application
 from app import __version__
 from operators.core.onnx_models import ModelError, model_infos
 from operators.core.report import SoftwareInfo
+from operators.cancer_classifier import CancerClassifierOperator
 from operators.disc_grader import DiscGraderOperator
 from operators.level_labeller import LevelLabellerOperator
 from operators.report_writer import ReportWriterOperator
@@ -76,6 +77,7 @@ class SpineMapApp(Application):
         level_labeller = LevelLabellerOperator(self, model_folder=models, name="level_labeller")
         volume_extractor = VolumeExtractorOperator(self, name="volume_extractor")
         disc_grader = DiscGraderOperator(self, model_folder=models, name="disc_grader")
+        cancer_classifier = CancerClassifierOperator(self, model_folder=models, name="cancer_classifier")
         report_writer = ReportWriterOperator(
             self, output_folder=Path(context.output_path), software=software_info(models), name="report_writer"
         )
@@ -92,9 +94,11 @@ class SpineMapApp(Application):
         self.add_flow(vertebra_detector, volume_extractor, {("sagittal", "sagittal")})
         self.add_flow(level_labeller, volume_extractor, {("findings", "findings")})
         self.add_flow(volume_extractor, disc_grader, {("views", "views"), ("warnings", "warnings")})
-        # Later issues: the cancer SCT and Bilsky classifier follow the extractor and feed new
-        # ports of the report writer.
-        self.add_flow(level_labeller, report_writer, {("findings", "findings")})
+        self.add_flow(series_selector, cancer_classifier, {("decisions", "decisions")})
+        self.add_flow(vertebra_detector, cancer_classifier, {("sagittal", "sagittal")})
+        self.add_flow(level_labeller, cancer_classifier, {("findings", "findings")})
+        # Later issue: the Bilsky classifier follows the extractor and feeds a new report-writer port.
+        self.add_flow(cancer_classifier, report_writer, {("findings", "findings")})
         self.add_flow(disc_grader, report_writer, {("discs", "discs")})
         self.add_flow(series_selector, report_writer, {("decisions", "decisions")})
         self.add_flow(study_loader, report_writer, {("study", "study")})

@@ -55,6 +55,8 @@ LOG_FILE_NAME = "spine_map.log"
 DETECT_LABEL_STAGES: tuple[str, ...] = ("vertebra_detector", "level_labeller")
 #: Grading as SpineNetV2 times it includes cutting out the disc volumes (issue 4: extraction + both graders).
 GRADING_STAGES: tuple[str, ...] = ("volume_extractor", "disc_grader")
+#: The cancer SCT stage (body volumes + network; issue 5: ≤ 1 s on a whole-spine study).
+CANCER_STAGES: tuple[str, ...] = ("cancer_classifier",)
 #: SpineNetV2 Table 4: seconds (CPU, GPU) for lumbar and whole-spine detect+label and for grading,
 #: and peak GPU memory in GB (lumbar, whole spine).
 SPINENET_V2 = {
@@ -63,7 +65,7 @@ SPINENET_V2 = {
     "peak_gpu_memory_gb": {"lumbar": 1.6, "whole": 2.5},
 }
 #: Issue 8 targets on the 2-core development machine.
-TARGETS = {"lumbar_wall_s": 8.0, "whole_wall_s": 20.0, "peak_rss_mb": 2048.0, "lumbar_grading_s": 2.0}
+TARGETS = {"lumbar_wall_s": 8.0, "whole_wall_s": 20.0, "peak_rss_mb": 2048.0, "lumbar_grading_s": 2.0, "whole_cancer_s": 1.0}
 
 SLICE_POINTS: tuple[int, ...] = (9, 15, 25)
 QUICK_SLICE_POINTS: tuple[int, ...] = (9, 25)
@@ -296,6 +298,7 @@ class StudyMeasure:
             "stages_s_median": self.stage_s(),
             "detect_label_s": self.sum_of_stages(lambda n: n in DETECT_LABEL_STAGES),
             "grading_s": self.sum_of_stages(lambda n: n in GRADING_STAGES),
+            "cancer_s": self.sum_of_stages(lambda n: n in CANCER_STAGES),
             "dicom_read_s_median": read,
             "dicom_read_s_all": self.read_s,
             "app_to_read_ratio": (wall / read) if wall and read else None,
@@ -370,6 +373,8 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"| grading | {_s(lumbar.get('grading_s'))} | {_s(whole.get('grading_s'))} | "
         f"{v2['grading_s']['cpu']:g} s | {v2['grading_s']['gpu']:g} s | "
         f"{_check(lumbar.get('grading_s'), TARGETS['lumbar_grading_s'])} s / – |",
+        f"| cancer SCT | {_s(lumbar.get('cancer_s'))} | {_s(whole.get('cancer_s'))} | – | – | "
+        f"– / {_check(whole.get('cancer_s'), TARGETS['whole_cancer_s'])} s |",
         f"| peak RSS | {_mb(lumbar.get('peak_rss_mb'))} | {_mb(whole.get('peak_rss_mb'))} | – | – | "
         f"{_check(lumbar.get('peak_rss_mb'), TARGETS['peak_rss_mb'])} MiB / {_check(whole.get('peak_rss_mb'), TARGETS['peak_rss_mb'])} MiB |",
         f"| peak GPU memory | {_mb(lumbar.get('gpu_peak_memory_mb'))} | {_mb(whole.get('gpu_peak_memory_mb'))} | – | "

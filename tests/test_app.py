@@ -115,6 +115,26 @@ def test_every_disc_between_reported_vertebrae_is_graded(in_process_run) -> None
     assert [r["level"] for r in rows] == [d["level"] for d in report["discs"]]
 
 
+def test_every_reported_vertebra_carries_cancer_findings(in_process_run) -> None:
+    """The cancer SCT assesses every vertebra the sagittal sequences show: probabilities per finding,
+    a review flag, the summary's cancer_suspected and the vertebrae.csv columns."""
+    from operators.core.gradings import CANCER_FINDINGS
+    from operators.core.report import CANCER_SUSPICION_THRESHOLD, VERTEBRAE_CSV_NAME
+
+    _, out = in_process_run
+    report = read_report(out)
+    assessed = [v for v in report["vertebrae"] if "findings" in v]
+    assert assessed and len(assessed) == len(report["vertebrae"])
+    for vertebra in assessed:
+        assert set(vertebra["findings"]) == set(CANCER_FINDINGS)
+        assert all(0.0 <= p <= 1.0 for p in vertebra["findings"].values())
+        assert isinstance(vertebra["needs_review"], bool)
+    suspected = any(v["findings"]["metastasis"] >= CANCER_SUSPICION_THRESHOLD for v in assessed)
+    assert report["summary"]["cancer_suspected"] is suspected
+    rows = list(csv.DictReader((out / VERTEBRAE_CSV_NAME).open(encoding="utf-8")))
+    assert all(row["metastasis"] != "" and row["needs_review"] in ("True", "False") for row in rows)
+
+
 @pytest.fixture(scope="module")
 def command_runs(generated_study, tmp_path_factory) -> dict[str, tuple[AppRun, Path]]:
     """``python app`` and ``monai-deploy exec app`` on the generated study, run side by side (each

@@ -162,7 +162,6 @@ def read_back(path: Path) -> dict[str, Any]:
     sr = hd.sr.srread(path)
     content = sr.content
     assert isinstance(content, hd.sr.MeasurementReport)
-    frame_of = {}
     sop_series = {}
     for item in sr.CurrentRequestedProcedureEvidenceSequence:
         for series in item.ReferencedSeriesSequence:

@@ -14,12 +14,15 @@ Targets:
 * ``detection``, ``grading`` — see :mod:`training.evaluate_detection`, :mod:`training.evaluate_grading`.
 * ``reports`` — the free-text report labeller (:mod:`training.reports.evaluate`): precision and recall
   of the labels read from generated reports, first seed 940000.
+* ``cancer`` — the cancer SCT (:mod:`training.evaluate_cancer`): AUROC per finding and sequence set,
+  first seed 950000.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import sys
 import tempfile
@@ -28,7 +31,7 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from operators.core.dicom_io import scan_study_folder
 from operators.core.series_roles import assign_roles
@@ -58,6 +61,17 @@ class SeriesOutcome:
     expected: str
     predicted: str
     reason: str
+
+
+def metric_cell(value: float | None, scale: float = 1.0, digits: int = 3) -> str:
+    """A Markdown metric cell: ``n/a`` where the metric is undefined (no label of a class in the test set)."""
+    return "n/a" if value is None or not math.isfinite(value) else f"{scale * value:.{digits}f}"
+
+
+def write_summary_json(summary: Mapping[str, Any], path: Path) -> None:
+    """Write an evaluation summary as JSON (NaN refused: undefined metrics are null)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary, indent=2, allow_nan=False, default=str) + "\n")
 
 
 def map_jobs(function: Callable[[Any], Any], work: Sequence[Any], jobs: int) -> list[Any]:
@@ -152,15 +166,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register the ``evaluate`` sub-command."""
     parser = subparsers.add_parser("evaluate", help="measure a stage on fresh generated studies", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("target", choices=("roles", "detection", "grading", "reports"), help="what to evaluate")
+    parser.add_argument("target", choices=("roles", "detection", "grading", "reports", "cancer"), help="what to evaluate")
     parser.add_argument("--count", type=int,
                         help="number of studies (default 200; detection: per field of view, default 10; grading 60; "
-                             "reports 500)")
+                             "reports 500; cancer 60)")
     parser.add_argument("--seed", type=int,
-                        help="first seed (roles 900000, detection 910000, grading 930000, reports 940000)")
-    parser.add_argument("--models", type=Path, default=Path("models"), help="detection, grading: models folder")
+                        help="first seed (roles 900000, detection 910000, grading 930000, reports 940000, cancer 950000)")
+    parser.add_argument("--models", type=Path, default=Path("models"), help="detection, grading, cancer: models folder")
     parser.add_argument("--vertebrae", choices=("detected", "truth"), default="detected",
-                        help="grading: frame discs from detected vertebrae (the app) or the true ones (graders alone)")
+                        help="grading, cancer: frame discs and bodies from detected vertebrae (the app) or the true ones "
+                             "(the graders or the cancer model alone)")
     parser.add_argument("--perturb", default="none",
                         help="detection: comma-separated image perturbations (none, noise, contrast, resolution, rotation)")
     parser.add_argument("--jobs", type=int, default=1, help="studies evaluated in parallel (processes)")
@@ -178,6 +193,8 @@ def run(args: argparse.Namespace) -> int:
         return _run_grading(args)
     if args.target == "reports":
         return _run_reports(args)
+    if args.target == "cancer":
+        return _run_cancer(args)
     summary = evaluate_roles(args.count or 200, args.seed or EVALUATION_FIRST_SEED, args.jobs)
     _print_roles(summary)
     if args.json:
@@ -188,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_detection(args: argparse.Namespace) -> int:
     from training.evaluate_detection import (
-        DETECTION_EVALUATION_FIRST_SEED, PERTURBATIONS, evaluate_detection, print_table, write_json,
+        DETECTION_EVALUATION_FIRST_SEED, PERTURBATIONS, evaluate_detection, print_table,
     )
 
     perturbations = [p.strip() for p in args.perturb.split(",") if p.strip()]
@@ -199,33 +216,37 @@ def _run_detection(args: argparse.Namespace) -> int:
     summary = evaluate_detection(args.count or 10, args.models, perturbations, args.seed or DETECTION_EVALUATION_FIRST_SEED, args.jobs)
     print_table(summary)
     if args.json:
-        write_json(summary, args.json)
+        write_summary_json(summary, args.json)
     return 0
 
 
 def _run_grading(args: argparse.Namespace) -> int:
-    from training.evaluate_grading import GRADING_EVALUATION_FIRST_SEED, evaluate_grading, print_tables, write_json
+    from training.evaluate_grading import GRADING_EVALUATION_FIRST_SEED, evaluate_grading, print_tables
 
     summary = evaluate_grading(args.count or 60, args.models, args.vertebrae, args.seed or GRADING_EVALUATION_FIRST_SEED, args.jobs)
-    summary["command"] = (
-        f"python -m training evaluate grading --count {summary['studies']} --vertebrae {args.vertebrae} --models {args.models}"
-        + (f" --json {args.json}" if args.json else "")
-    )
-    print_tables(summary)
-    if args.json:
-        write_json(summary, args.json)
-    return 0
+    return _finish(summary, f"grading --count {summary['studies']} --vertebrae {args.vertebrae} --models {args.models}",
+                   print_tables, args.json)
 
 
 def _run_reports(args: argparse.Namespace) -> int:
-    from training.reports.evaluate import REPORTS_EVALUATION_FIRST_SEED, evaluate_report_labeller, print_tables, write_json
+    from training.reports.evaluate import REPORTS_EVALUATION_FIRST_SEED, evaluate_report_labeller, print_tables
 
     summary = evaluate_report_labeller(args.count or 500, args.seed or REPORTS_EVALUATION_FIRST_SEED)
-    summary["command"] = (
-        f"python -m training evaluate reports --count {summary['studies']} --seed {summary['first_seed']}"
-        + (f" --json {args.json}" if args.json else "")
-    )
+    return _finish(summary, f"reports --count {summary['studies']} --seed {summary['first_seed']}", print_tables, args.json)
+
+
+def _run_cancer(args: argparse.Namespace) -> int:
+    from training.evaluate_cancer import CANCER_EVALUATION_FIRST_SEED, evaluate_cancer, print_tables
+
+    summary = evaluate_cancer(args.count or 60, args.models, args.vertebrae, args.seed or CANCER_EVALUATION_FIRST_SEED, args.jobs)
+    return _finish(summary, f"cancer --count {summary['studies']} --vertebrae {args.vertebrae} --models {args.models}",
+                   print_tables, args.json)
+
+
+def _finish(summary: dict[str, Any], arguments: str, print_tables: Callable[[dict[str, Any]], None], json_path: Path | None) -> int:
+    """Record the command that reproduces ``summary`` in it, print its tables, write its JSON."""
+    summary["command"] = f"python -m training evaluate {arguments}" + (f" --json {json_path}" if json_path else "")
     print_tables(summary)
-    if args.json:
-        write_json(summary, args.json)
+    if json_path:
+        write_summary_json(summary, json_path)
     return 0

@@ -23,7 +23,6 @@ level / true; LE = mean 3D distance (mm) of matched centroids.
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 import time
@@ -253,7 +252,3 @@ def print_table(summary: dict[str, Any]) -> None:
               f"{100 * m['recall']:.2f} | {100 * m['idr']:.2f} | {m['le_mm']:.2f} | {m['median_seconds']:.2f} |")
     print(f"\n{len(summary['imperfect'])} (study, sequence set) rows not perfect; {summary['seconds']} s")
 
-
-def write_json(summary: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(summary, indent=2) + "\n")

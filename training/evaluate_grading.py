@@ -15,7 +15,6 @@ weighted log loss with all views.
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 import time
@@ -25,7 +24,6 @@ from typing import Any
 
 import numpy as np
 
-from operators.core.dicom_io import scan_study_folder
 from operators.core.grading_outputs import rsna_probabilities, spinenet_probabilities
 from operators.core.grading_pipeline import (
     MULTIVIEW_MODEL,
@@ -37,19 +35,9 @@ from operators.core.grading_pipeline import (
 from operators.core.gradings import RSNA_CONDITIONS, RSNA_SEVERITIES, SPINENET_GRADINGS
 from operators.core.levels import RSNA_DISCS
 from operators.core.onnx_models import open_model
-from operators.core.series_roles import assign_roles
-from operators.core.vertebra_pipeline import (
-    APPEARANCE_MODEL,
-    CONTEXT_MODEL,
-    DETECTOR_MODEL,
-    detect_vertebrae,
-    label_vertebrae,
-    report_entries,
-    sagittal_stacks,
-)
 from operators.core.volume_extraction import DiscViews
-from training.evaluate import map_jobs
-from training.grading.cache import disc_labels, truth_vertebrae
+from training.evaluate import map_jobs, metric_cell
+from training.grading.cache import GeneratedStudy, disc_labels
 from training.grading.train import balanced_accuracy
 from training.rsna.metric import macro_auroc, score_arrays
 from training.synthetic.study import StudyConfig, generate_study
@@ -91,17 +79,8 @@ def evaluate_study(seed: int, workdir: Path, models: Path, vertebrae_from: str) 
     study_dir = workdir / f"study_{seed}"
     truth = generate_study(seed, study_dir, StudyConfig(field_of_view="lumbar", modalities="mr"))
     try:
-        scan = scan_study_folder(study_dir / "study")
-        decisions = assign_roles(scan.series)
-        stacks, _ = sagittal_stacks(scan, decisions)
-        if vertebrae_from == "truth":
-            vertebrae = truth_vertebrae(truth, 0.0, np.random.default_rng(seed))
-        else:
-            fused = detect_vertebrae(stacks, open_model(DETECTOR_MODEL, models)) if stacks else []
-            labelled = label_vertebrae(fused, stacks, open_model(APPEARANCE_MODEL, models),
-                                       open_model(CONTEXT_MODEL, models))[0] if fused else []
-            vertebrae = report_entries(labelled)
-        views, _ = extract_study_views(scan, decisions, stacks, vertebrae)
+        study = GeneratedStudy.read(study_dir)
+        views, _ = extract_study_views(study.scan, study.decisions, study.stacks, study.vertebrae(vertebrae_from, models))
         truth_discs = {disc["level"]: disc for disc in truth["discs"]}
         graded = [v for v in views if v.frame.level in truth_discs and v.sagittal]
         spinenet, multiview = open_model(SPINENET_MODEL, models), open_model(MULTIVIEW_MODEL, models)
@@ -188,11 +167,6 @@ def evaluate_grading(count: int, models: Path, vertebrae_from: str = "detected",
     return summarise(studies, vertebrae_from, time.perf_counter() - started, first_seed)
 
 
-def _number(value: float | None, scale: float = 1.0, digits: int = 3) -> str:
-    """A metric cell: ``n/a`` where the metric is undefined (no label of a class in the test set)."""
-    return "n/a" if value is None or not np.isfinite(value) else f"{scale * value:.{digits}f}"
-
-
 def markdown_tables(summary: dict[str, Any]) -> list[str]:
     """The evaluation as Markdown lines: gradings table, RSNA table, competition log loss."""
     lines = [
@@ -204,16 +178,16 @@ def markdown_tables(summary: dict[str, Any]) -> list[str]:
         "| --- | ---: | ---: | ---: |",
     ]
     for name, m in summary["gradings"].items():
-        lines.append(f"| {name} | {m['discs']} | {_number(m['balanced_accuracy'], 100, 1)} | {_number(m['paper'], 1, 1)} |")
+        lines.append(f"| {name} | {m['discs']} | {metric_cell(m['balanced_accuracy'], 100, 1)} | {metric_cell(m['paper'], 1, 1)} |")
     lines += ["", "| views | condition | discs | normal-mild/moderate/severe | macro AUROC | Park Table 2 |",
               "| --- | --- | ---: | --- | ---: | ---: |"]
     for set_name, conditions in summary["rsna"].items():
         for condition, m in conditions.items():
             counts = "/".join(str(v) for v in m["by_severity"].values())
-            lines.append(f"| {set_name} | {condition} | {m['discs']} | {counts} | {_number(m['macro_auroc'])} | {_number(m['paper'])} |")
+            lines.append(f"| {set_name} | {condition} | {m['discs']} | {counts} | {metric_cell(m['macro_auroc'])} | {metric_cell(m['paper'])} |")
     if summary["rsna_score"]:
         lines += ["", "RSNA 2024 weighted log loss (all views): "
-                  + ", ".join(f"{k} {_number(v)}" for k, v in summary["rsna_score"].items())]
+                  + ", ".join(f"{k} {metric_cell(v)}" for k, v in summary["rsna_score"].items())]
     return lines
 
 
@@ -221,7 +195,3 @@ def print_tables(summary: dict[str, Any]) -> None:
     print("\n".join(markdown_tables(summary)))
     print(f"\n{summary['seconds']} s")
 
-
-def write_json(summary: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(summary, indent=2, allow_nan=False, default=str) + "\n")

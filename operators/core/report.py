@@ -209,7 +209,9 @@ class VertebraEntry:
             LPS mm, shape (4, 3).
         detection_score: detector confidence, 0..1.
         findings: probability 0..1 per :data:`~operators.core.gradings.CANCER_FINDINGS` name, or
-            ``None`` when the cancer stage did not run.
+            ``None`` when the cancer stage did not run (or could not assess this vertebra).
+        needs_review: with ``findings``: a probability sits near the decision threshold
+            (:data:`CANCER_SUSPICION_THRESHOLD`), so a reader should look at this vertebra.
     """
 
     level: str
@@ -219,6 +221,7 @@ class VertebraEntry:
     corners_mm: Sequence[Sequence[float]]
     detection_score: float
     findings: Mapping[str, float] | None = None
+    needs_review: bool | None = None
 
     def to_json(self) -> dict[str, Any]:
         entry: dict[str, Any] = {
@@ -231,6 +234,7 @@ class VertebraEntry:
         }
         if self.findings is not None:
             entry["findings"] = {name: _probability(p) for name, p in self.findings.items()}
+            entry["needs_review"] = bool(self.needs_review)
         return entry
 
 
@@ -586,6 +590,10 @@ def build_schema() -> dict[str, Any]:
                 },
                 "detection_score": ref("probability"),
                 "findings": ref("findings"),
+                "needs_review": {
+                    "type": "boolean",
+                    "description": "with findings: a finding's probability is near the decision threshold; a reader should look",
+                },
             },
             "one detected, labelled vertebral body",
         ),
@@ -836,7 +844,7 @@ VERTEBRAE_CSV_NAME = "vertebrae.csv"
 DISCS_CSV_NAME = "discs.csv"
 
 VERTEBRAE_CSV_COLUMNS: tuple[str, ...] = (
-    "level", "level_probability", "detection_score", *CANCER_FINDINGS, "x_mm", "y_mm", "z_mm",
+    "level", "level_probability", "detection_score", *CANCER_FINDINGS, "needs_review", "x_mm", "y_mm", "z_mm",
     *(f"{corner}_{axis}_mm" for corner in VERTEBRA_CORNERS for axis in "xyz"),
     "series_instance_uid",
 )
@@ -854,6 +862,7 @@ def _vertebra_table_row(entry: Mapping[str, Any]) -> dict[str, Any]:
         "detection_score": entry["detection_score"],
         "series_instance_uid": entry["series_instance_uid"],
         **entry.get("findings", {}),
+        **({"needs_review": entry["needs_review"]} if "needs_review" in entry else {}),
         **_at(entry["centroid_mm"]),
     }
     for corner, point in zip(VERTEBRA_CORNERS, entry["corners_mm"]):

@@ -112,6 +112,9 @@ def render_summary(report: Mapping[str, Any]) -> str:
             if p >= CANCER_SUSPICION_THRESHOLD
         ]
         lines.append("Cancer findings (probability >= 0.5): " + ("; ".join(flagged) if flagged else "none"))
+        review = [v["level"] for v in report["vertebrae"] if v.get("needs_review")]
+        if review:
+            lines.append("  uncertain, please review: " + ", ".join(review))
     lines.append("")
     lines.append(f"Discs: {len(report['discs'])} graded" + (":" if report["discs"] else ""))
     lines += [_disc_line(d) for d in report["discs"]]

@@ -20,18 +20,29 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from operators.core.dicom_io import scan_study_folder
+from operators.core.dicom_io import StudyScan, scan_study_folder
 from operators.core.grading_pipeline import extract_study_views, multiview_input, spinenet_input
 from operators.core.gradings import RSNA_CONDITIONS, RSNA_SEVERITIES, SPINENET_GRADINGS
 from operators.core.levels import RSNA_DISCS
-from operators.core.series_roles import assign_roles
-from operators.core.vertebra_pipeline import sagittal_stacks
-from operators.core.volume_extraction import DiscViews
+from operators.core.onnx_models import open_model
+from operators.core.series_roles import SeriesDecision, assign_roles
+from operators.core.vertebra_pipeline import (
+    APPEARANCE_MODEL,
+    CONTEXT_MODEL,
+    DETECTOR_MODEL,
+    SagittalStack,
+    detect_vertebrae,
+    label_vertebrae,
+    report_entries,
+    sagittal_stacks,
+)
+from operators.core.volume_extraction import DiscViews, VertebraLike
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +71,45 @@ def truth_vertebrae(truth: dict, jitter_mm: float, rng: np.random.Generator) -> 
     return bodies
 
 
+@dataclass(frozen=True)
+class GeneratedStudy:
+    """A generated study folder read the way the app reads it: truth, scan, series roles and the
+    sagittal stacks the detector would load."""
+
+    truth: dict
+    scan: StudyScan
+    decisions: list[SeriesDecision]
+    stacks: list[SagittalStack]
+
+    @classmethod
+    def read(cls, study_dir: Path) -> "GeneratedStudy":
+        """``study_dir`` holds ``truth.json`` and the DICOM folder ``study/`` (``python -m training generate``)."""
+        truth = json.loads((study_dir / "truth.json").read_text())
+        scan = scan_study_folder(study_dir / "study")
+        decisions = assign_roles(scan.series)
+        stacks, _ = sagittal_stacks(scan, decisions)
+        return cls(truth, scan, decisions, stacks)
+
+    def vertebrae_in_view(self, jitter_mm: float, rng: np.random.Generator) -> list[TruthVertebra]:
+        """True bodies (jittered) whose centroid a sagittal stack shows, as the detector would report
+        them (the truth lists the whole spine)."""
+        return [v for v in truth_vertebrae(self.truth, jitter_mm, rng)
+                if any(stack.geometry.contains(v.centroid_mm) for stack in self.stacks)]
+
+    def vertebrae(self, source: str, models: Path) -> Sequence[VertebraLike]:
+        """The vertebrae an evaluation frames its volumes from: ``truth`` (unjittered, the later stage
+        alone) or ``detected`` (the app's detector and labeller with the models in ``models``)."""
+        if source == "truth":
+            return truth_vertebrae(self.truth, 0.0, np.random.default_rng(0))
+        if not self.stacks:
+            return []
+        fused = detect_vertebrae(self.stacks, open_model(DETECTOR_MODEL, models))
+        if not fused:
+            return []
+        labelled = label_vertebrae(fused, self.stacks, open_model(APPEARANCE_MODEL, models), open_model(CONTEXT_MODEL, models))[0]
+        return list(report_entries(labelled))
+
+
 def disc_labels(disc: dict) -> tuple[np.ndarray, np.ndarray]:
     """(11,) grading class indices and (5,) RSNA severity indices of one truth disc (−1 unknown)."""
     gradings = np.full(len(SPINENET_GRADINGS), -1, dtype=np.int64)
@@ -81,16 +131,10 @@ def cache_grading_study(study_dir: Path, cache_dir: Path, jitter_mm: float) -> P
     out = cache_dir / f"{study_dir.name}.npz"
     if out.exists():
         return out
-    truth = json.loads((study_dir / "truth.json").read_text())
-    rng = np.random.default_rng(int(truth["seed"]))
-    scan = scan_study_folder(study_dir / "study")
-    decisions = assign_roles(scan.series)
-    stacks, _ = sagittal_stacks(scan, decisions)
-    # Only bodies a sagittal stack shows, as the detector would report (the truth lists the whole spine).
-    in_view = [v for v in truth_vertebrae(truth, jitter_mm, rng)
-               if any(stack.geometry.contains(v.centroid_mm) for stack in stacks)]
-    views, _ = extract_study_views(scan, decisions, stacks, in_view)
-    truth_discs = {disc["level"]: disc for disc in truth["discs"]}
+    study = GeneratedStudy.read(study_dir)
+    in_view = study.vertebrae_in_view(jitter_mm, np.random.default_rng(int(study.truth["seed"])))
+    views, _ = extract_study_views(study.scan, study.decisions, study.stacks, in_view)
+    truth_discs = {disc["level"]: disc for disc in study.truth["discs"]}
     rows = [(v, *disc_labels(truth_discs[v.frame.level])) for v in views if v.frame.level in truth_discs and v.sagittal]
     return write_disc_cache(out, rows) if rows else None
 

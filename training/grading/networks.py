@@ -42,7 +42,7 @@ _RELU = ("relu", {"inplace": True})
 #: (measured: a 40-step fit of 13 discs lowered the loss from 0.90 to 0.44 with instance norm and
 #: raised it to 3.99 in eval mode with batch norm); and the multi-view encoder would otherwise pool
 #: the all-zero slices of missing views into its batch statistics.
-_NORM = ("instance", {"affine": True})
+NORM = ("instance", {"affine": True})
 
 
 class SpineNetGrader(nn.Module):
@@ -88,14 +88,14 @@ class SpineNetGrader(nn.Module):
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = [Convolution(
-            3, in_channels, stem_channels, strides=(1, 2, 2), kernel_size=3, act=_RELU, norm=_NORM, bias=False,
+            3, in_channels, stem_channels, strides=(1, 2, 2), kernel_size=3, act=_RELU, norm=NORM, bias=False,
         )]
         previous = stem_channels
         for width in channels:
             for block in range(blocks_per_stage):
                 stride = (1, 2, 2) if block == 0 else 1
                 layers.append(UnetResBlock(3, previous, width, kernel_size=(1, 3, 3), stride=stride,
-                                           norm_name=_NORM, act_name=_RELU))
+                                           norm_name=NORM, act_name=_RELU))
                 previous = width
         self.backbone = nn.Sequential(*layers)
         self.embed = nn.Sequential(nn.Flatten(), nn.Linear(previous * n_slices, embedding), nn.ReLU(inplace=True))
@@ -114,7 +114,7 @@ class SpineNetGrader(nn.Module):
         return torch.cat([head(embedding) for head in self.heads], dim=1)
 
 
-class _ExportableEncoderLayer(nn.TransformerEncoderLayer):
+class ExportableEncoderLayer(nn.TransformerEncoderLayer):
     """``nn.TransformerEncoderLayer`` whose self-attention block runs
     ``scaled_dot_product_attention`` on the layer's own ``self_attn`` weights.
 
@@ -186,7 +186,7 @@ class MultiViewGrader(nn.Module):
         self.encoder = ResNet(
             block="basic", layers=list(layers), block_inplanes=list(widths), spatial_dims=2,
             n_input_channels=1, conv1_t_size=stem_stride + 1, conv1_t_stride=stem_stride, no_max_pool=True,
-            feed_forward=False, norm=_NORM,
+            feed_forward=False, norm=NORM,
         )
         self.project = nn.Linear(widths[-1], d_model)
         # The embeddings are linear layers on one-hot codes (Park §2.1) written as look-ups.
@@ -194,7 +194,7 @@ class MultiViewGrader(nn.Module):
         self.order = nn.Embedding(max_slices, d_model)
         self.level = nn.Embedding(len(RSNA_DISCS), d_model)
         self.cls = nn.Parameter(torch.randn(1, 1, d_model) * 0.02)
-        layer = _ExportableEncoderLayer(d_model, n_heads, dim_feedforward=feedforward, dropout=dropout, batch_first=True)
+        layer = ExportableEncoderLayer(d_model, n_heads, dim_feedforward=feedforward, dropout=dropout, batch_first=True)
         self.transformer = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
         # The six linear heads of Park §2.1 (five conditions, level), stacked into one layer.
         self.heads = nn.Linear(d_model, RSNA_OUTPUTS)

@@ -74,7 +74,7 @@ def balanced_accuracy(labels: np.ndarray, predicted: np.ndarray) -> float:
     return float(np.mean([(predicted[known][labels[known] == c] == c).mean() for c in classes]))
 
 
-def _schedule(optimiser: torch.optim.Optimizer, steps: int, warmup: int) -> torch.optim.lr_scheduler.LambdaLR:
+def warmup_cosine_schedule(optimiser: torch.optim.Optimizer, steps: int, warmup: int) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warm-up over ``warmup`` steps, then cosine decay to zero at ``steps``."""
     def factor(step: int) -> float:
         if step < warmup:
@@ -196,7 +196,7 @@ def train_spinenet(data: GradingData, val: GradingData, config: GradingConfig, o
     model = SpineNetGrader()
     weights = [balanced_class_weights(data.gradings[:, i], head.stop - head.start) for i, head in enumerate(grading_slices().values())]
     optimiser = torch.optim.Adam(model.parameters(), lr=config.spinenet_learning_rate)
-    schedule = _schedule(optimiser, config.spinenet_steps, config.warmup_steps)
+    schedule = warmup_cosine_schedule(optimiser, config.spinenet_steps, config.warmup_steps)
     augment = intensity_augmentation() if config.augment else None
     progress = TrainingProgress("disc_grader", out_path, {"config": asdict(config)}, log_every=config.log_every, higher_is_better=True)
     for step in range(1, config.spinenet_steps + 1):
@@ -226,7 +226,7 @@ def train_multiview(data: GradingData, val: GradingData, config: GradingConfig, 
     model = MultiViewGrader()
     weights = [balanced_class_weights(data.rsna[train_rows, i], 3) for i in range(len(RSNA_CONDITIONS))]
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.multiview_learning_rate)
-    schedule = _schedule(optimiser, config.multiview_steps, config.warmup_steps)
+    schedule = warmup_cosine_schedule(optimiser, config.multiview_steps, config.warmup_steps)
     augment = intensity_augmentation() if config.augment else None
     progress = TrainingProgress("rsna_grader", out_path, {"config": asdict(config)}, log_every=config.log_every, higher_is_better=True)
     for step in range(1, config.multiview_steps + 1):

@@ -17,9 +17,7 @@ often a vertebra label read from the text agrees with the image truth (lesion pr
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import numpy as np
@@ -200,7 +198,3 @@ def print_tables(summary: Mapping[str, Any]) -> None:
     print("\n".join(markdown_table(summary["image_truth_rows"])))
     print(f"\n{len(summary['misses'])} disagreements kept in the JSON; {summary['seconds']} s")
 
-
-def write_json(summary: Mapping[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
