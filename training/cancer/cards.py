@@ -9,8 +9,9 @@ from operators.core.cancer_pipeline import CANCER_MODEL
 from training.cards import CardText, write_card
 
 #: Where ``python -m training evaluate cancer --json`` puts the numbers the card quotes: the shipped
-#: (truth-trained) model on the app's path, and the report-trained model beside it.
-CANCER_EVALUATION_JSONS = (Path("docs/evaluation/cancer.json"), Path("docs/evaluation/cancer_report_labels.json"))
+#: (truth-trained) model on the app's path and on the true vertebrae, and the report-trained model.
+CANCER_EVALUATION_JSONS = (Path("docs/evaluation/cancer.json"), Path("docs/evaluation/cancer_true_vertebrae.json"),
+                           Path("docs/evaluation/cancer_report_labels.json"))
 
 PURPOSE = (
     "Spinal Context Transformer (Windsor et al. §3): a 2D MONAI ResNet encodes every sagittal slice of "
