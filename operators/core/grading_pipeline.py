@@ -20,11 +20,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from operators.core.dicom_io import SeriesReadError, StudyScan
+from operators.core.dicom_io import StudyScan
 from operators.core.grading_outputs import rsna_probabilities, spinenet_probabilities
 from operators.core.levels import RSNA_DISCS
 from operators.core.report import DiscEntry, VertebraEntry
-from operators.core.series_roles import SeriesDecision
+from operators.core.series_roles import SeriesDecision, load_role_stacks
 from operators.core.study_warning import StudyWarning
 from operators.core.vertebra_pipeline import Network, SagittalStack
 from operators.core.volume_extraction import (
@@ -73,25 +73,8 @@ def grading_sources(
         SeriesVolume(stack.series_instance_uid, role_of[stack.series_instance_uid], stack.pixels, stack.geometry)
         for stack in stacks if role_of.get(stack.series_instance_uid) in (*T2_LIKE_ROLES, "sag_t1")
     ]
-    warnings: list[StudyWarning] = []
-    for decision in decisions:
-        if decision.role != "ax_t2":
-            continue
-        series = study.series_by_uid(decision.series_instance_uid)
-        for index in decision.stack_indices:
-            try:
-                loaded = series.stacks[index].load()
-            except SeriesReadError as error:
-                warnings.append(StudyWarning("SERIES_UNREADABLE", str(error), decision.series_instance_uid))
-                continue
-            warnings.extend(loaded.warnings)
-            if loaded.geometry is None:
-                warnings.append(StudyWarning(
-                    "NO_GEOMETRY", f"{series.label()}: an axial stack without usable geometry was not graded",
-                    decision.series_instance_uid,
-                ))
-                continue
-            sources.append(SeriesVolume(decision.series_instance_uid, "ax_t2", loaded.pixels, loaded.geometry))
+    loaded, warnings = load_role_stacks(study, decisions, ("ax_t2",))
+    sources += [SeriesVolume(decision.series_instance_uid, "ax_t2", stack.pixels, stack.geometry) for decision, stack in loaded]
     return sources, warnings
 
 

@@ -59,7 +59,7 @@ from typing import Sequence
 
 import numpy as np
 
-from operators.core.dicom_io import AcquisitionTags, DicomSeries, ImageStack
+from operators.core.dicom_io import AcquisitionTags, DicomSeries, ImageStack, LoadedStack, SeriesReadError, StudyScan
 from operators.core.geometry import Plane, VolumeGeometry
 from operators.core.study_warning import StudyWarning
 
@@ -651,3 +651,32 @@ def assign_roles(series: Sequence[DicomSeries]) -> list[SeriesDecision]:
                 warnings=hint_warnings,
             )
     return [decisions[s.series_instance_uid] for s in series]
+
+
+def load_role_stacks(
+    study: StudyScan, decisions: Sequence[SeriesDecision], roles: tuple[str, ...]
+) -> tuple[list[tuple[SeriesDecision, LoadedStack]], list[StudyWarning]]:
+    """Decode every stack the series with one of ``roles`` use (angled axial stacks are separate
+    stacks of one series). A stack that cannot be decoded or has no geometry is skipped with a
+    warning (``SERIES_UNREADABLE``, ``NO_GEOMETRY``); slices dropped on decoding keep theirs."""
+    loaded: list[tuple[SeriesDecision, LoadedStack]] = []
+    warnings: list[StudyWarning] = []
+    for decision in decisions:
+        if decision.role not in roles:
+            continue
+        series = study.series_by_uid(decision.series_instance_uid)
+        for index in decision.stack_indices:
+            try:
+                stack = series.stacks[index].load()
+            except SeriesReadError as error:
+                warnings.append(StudyWarning("SERIES_UNREADABLE", str(error), decision.series_instance_uid))
+                continue
+            warnings.extend(stack.warnings)
+            if stack.geometry is None:
+                warnings.append(StudyWarning(
+                    "NO_GEOMETRY", f"{series.label()}: a {decision.role} stack without usable geometry was not used",
+                    decision.series_instance_uid,
+                ))
+                continue
+            loaded.append((decision, stack))
+    return loaded, warnings

@@ -31,7 +31,6 @@ report-trained comparison, exported outside ``models/``)::
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import logging
 from pathlib import Path
@@ -47,7 +46,7 @@ from training.cancer.cache import cache_cancer_study, load_cancer_studies
 from training.cancer.cards import write_cancer_card
 from training.cancer.networks import SpinalContextTransformer
 from training.cancer.train import CancerConfig, train_cancer
-from training.evaluate import map_jobs
+from training.stages import add_stage_arguments, cache_folders, selected_stages
 from training.export import ExportSpec, export_checkpoints
 from training.grading.cache import TRAIN_JITTER_MM
 
@@ -61,13 +60,6 @@ TRAINED_ON: dict[str, str] = {
             f"every field of view, two thirds with cancer), {source}; no patient data"
     for labels, source in (("truth", "the generator's labels"), ("report", "labels read from the generated reports"))
 }
-
-
-def _cache(folder: Path, work: Path, split: str, jitter_mm: float, jobs: int) -> None:
-    studies = sorted(p for p in folder.iterdir() if (p / "truth.json").exists())
-    cache_study = functools.partial(cache_cancer_study, cache_dir=work / "cache" / split, jitter_mm=jitter_mm)
-    files = [f for f in map_jobs(cache_study, studies, jobs) if f is not None]
-    logger.info("%s: %d of %d studies cached", split, len(files), len(studies))
 
 
 def cancer_export_spec() -> ExportSpec:
@@ -105,8 +97,8 @@ def main_stages(train: Path, val: Path, work: Path, models: Path, config: Cancer
     run_dir = work / config.labels
     run_dir.mkdir(parents=True, exist_ok=True)
     if "cache" in stages:
-        _cache(train, work, "train", TRAIN_JITTER_MM, threads)
-        _cache(val, work, "val", 0.0, threads)
+        cache_folders(cache_cancer_study, train, work / "cache" / "train", threads, jitter_mm=TRAIN_JITTER_MM)
+        cache_folders(cache_cancer_study, val, work / "cache" / "val", threads, jitter_mm=0.0)
     if "train" in stages:
         train_studies, val_studies = load_cancer_studies(work / "cache" / "train"), load_cancer_studies(work / "cache" / "val")
         logger.info("%d training and %d validation studies", len(train_studies), len(val_studies))
@@ -122,23 +114,18 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     config = CancerConfig(steps=args.steps, pretrain_steps=args.pretrain_steps, batch_size=args.batch_size, labels=args.labels)
     main_stages(args.train, args.val, args.work, args.models, config, threads=args.threads,
-                stages=STAGES if args.stage == "all" else (args.stage,))
+                stages=selected_stages(args, STAGES))
     return 0
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("train-cancer", help="train and export the cancer Spinal Context Transformer",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--train", type=Path, required=True, help="folder of generated training studies")
-    parser.add_argument("--val", type=Path, required=True, help="folder of generated validation studies")
-    parser.add_argument("--work", type=Path, required=True, help="cache, checkpoints and histories")
-    parser.add_argument("--models", type=Path, default=Path("models"), help="export folder (default: models)")
-    parser.add_argument("--stage", choices=("all", *STAGES), default="all")
+    add_stage_arguments(parser, STAGES)
     parser.add_argument("--labels", choices=("truth", "report"), default="truth",
                         help="train from the generator's labels or from labels read from the reports")
     parser.add_argument("--steps", type=int, default=CancerConfig.steps, help="SCT steps (studies)")
     parser.add_argument("--pretrain-steps", type=int, default=CancerConfig.pretrain_steps,
                         help="encoder-alone steps before the SCT (single volumes)")
     parser.add_argument("--batch-size", type=int, default=CancerConfig.batch_size)
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (and cache processes)")
     parser.set_defaults(run=run)

@@ -43,6 +43,7 @@ from training.detection.labeller import (
 from training.detection.slice_cache import CachedSeries, build_cache
 from training.detection.cards import write_card
 from training.export import ExportSpec, export_checkpoints
+from training.stages import add_stage_arguments, selected_stages
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         DetectorConfig(steps=args.detector_steps, patch_px=args.patch_px, batch_size=args.batch_size),
         LabellerConfig(appearance_steps=args.appearance_steps, context_steps=args.context_steps),
         threads=args.threads,
-        stages=STAGES if args.stage == "all" else (args.stage,),
+        stages=selected_stages(args, STAGES),
     )
     return 0
 
@@ -165,15 +166,10 @@ def export_all(work: Path, models: Path, detector_config: DetectorConfig, labell
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("train-vertebrae", help="train and export the vertebra detector and level labeller",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--train", type=Path, required=True, help="folder of generated training studies")
-    parser.add_argument("--val", type=Path, required=True, help="folder of generated validation studies")
-    parser.add_argument("--work", type=Path, required=True, help="cache, checkpoints and histories")
-    parser.add_argument("--models", type=Path, default=Path("models"), help="export folder (default: models)")
-    parser.add_argument("--stage", choices=("all", *STAGES), default="all")
+    add_stage_arguments(parser, STAGES)
     parser.add_argument("--detector-steps", type=int, default=DetectorConfig.steps)
     parser.add_argument("--appearance-steps", type=int, default=LabellerConfig.appearance_steps)
     parser.add_argument("--context-steps", type=int, default=LabellerConfig.context_steps)
     parser.add_argument("--patch-px", type=int, default=DetectorConfig.patch_px)
     parser.add_argument("--batch-size", type=int, default=DetectorConfig.batch_size)
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.set_defaults(run=run)

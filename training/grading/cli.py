@@ -22,7 +22,6 @@ Checkpoints and training histories go to ``--work``. Example (the shipped weight
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import logging
 from collections import Counter
@@ -35,7 +34,7 @@ from operators.core.grading_pipeline import MULTIVIEW_MODEL, MULTIVIEW_TOKENS, S
 from operators.core.grading_outputs import condition_slices, grading_slices
 from operators.core.study_warning import StudyWarning
 from operators.core.volume_extraction import DISC_VOLUME_SHAPE
-from training.evaluate import map_jobs
+from training.stages import add_stage_arguments, cache_folders, selected_stages
 from training.export import ExportSpec, export_checkpoints
 from training.grading.cache import TRAIN_JITTER_MM, GradingData, cache_grading_study
 from training.grading.cards import write_grading_card
@@ -54,14 +53,6 @@ GRADING_EVALUATION_JSONS = (Path("docs/evaluation/grading.json"), Path("docs/eva
 
 #: ``trained_on`` of the shipped graders (manifest, report ``software.models[]``, SR).
 TRAINED_ON = "synthetic spine-map lumbar MR studies only (training/synthetic, seeds 150000-150239); no patient data"
-
-
-def _cache(folder: Path, work: Path, split: str, jitter_mm: float, jobs: int) -> list[Path]:
-    studies = sorted(p for p in folder.iterdir() if (p / "truth.json").exists())
-    cache_study = functools.partial(cache_grading_study, cache_dir=work / "cache" / split, jitter_mm=jitter_mm)
-    files = [f for f in map_jobs(cache_study, studies, jobs) if f is not None]
-    logger.info("%s: %d of %d studies cached", split, len(files), len(studies))
-    return files
 
 
 def _cache_rsna(root: Path, split_csv: str, work: Path) -> list[Path]:
@@ -85,8 +76,8 @@ def main_stages(train: Path, val: Path, work: Path, models: Path, config: Gradin
     torch.set_num_threads(threads)
     work.mkdir(parents=True, exist_ok=True)
     if "cache" in stages:
-        _cache(train, work, "train", TRAIN_JITTER_MM, threads)
-        _cache(val, work, "val", 0.0, threads)
+        cache_folders(cache_grading_study, train, work / "cache" / "train", threads, jitter_mm=TRAIN_JITTER_MM)
+        cache_folders(cache_grading_study, val, work / "cache" / "val", threads, jitter_mm=0.0)
         if rsna_root is not None:
             _cache_rsna(rsna_root, rsna_split, work)
     trainers = ((SPINENET_MODEL, train_spinenet), (MULTIVIEW_MODEL, train_multiview))
@@ -142,22 +133,17 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     config = GradingConfig(spinenet_steps=args.spinenet_steps, multiview_steps=args.multiview_steps, batch_size=args.batch_size)
     main_stages(args.train, args.val, args.work, args.models, config, threads=args.threads,
-                stages=STAGES if args.stage == "all" else (args.stage,), rsna_root=args.rsna_root, rsna_split=args.rsna_split)
+                stages=selected_stages(args, STAGES), rsna_root=args.rsna_root, rsna_split=args.rsna_split)
     return 0
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("train-grading", help="train and export the SpineNetV2 and multi-view disc graders",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--train", type=Path, required=True, help="folder of generated training studies")
-    parser.add_argument("--val", type=Path, required=True, help="folder of generated validation studies")
-    parser.add_argument("--work", type=Path, required=True, help="cache, checkpoints and histories")
-    parser.add_argument("--models", type=Path, default=Path("models"), help="export folder (default: models)")
-    parser.add_argument("--stage", choices=("all", *STAGES), default="all")
+    add_stage_arguments(parser, STAGES)
     parser.add_argument("--rsna-root", type=Path, help="also train the RSNA grader on an RSNA 2024 competition folder")
     parser.add_argument("--rsna-split", default="train.csv", help="label CSV choosing its studies (default: train.csv)")
     parser.add_argument("--spinenet-steps", type=int, default=GradingConfig.spinenet_steps)
     parser.add_argument("--multiview-steps", type=int, default=GradingConfig.multiview_steps)
     parser.add_argument("--batch-size", type=int, default=GradingConfig.batch_size)
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (and cache processes)")
     parser.set_defaults(run=run)

@@ -1,0 +1,42 @@
+"""What every ``python -m training train-*`` command shares: its folder/stage/thread options and
+caching a folder of generated studies in parallel."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from training.evaluate import map_jobs
+
+logger = logging.getLogger(__name__)
+
+
+def add_stage_arguments(parser: argparse.ArgumentParser, stages: Sequence[str], *, several_folders: bool = False) -> None:
+    """``--train``/``--val`` (generated study folders; several when ``several_folders``), ``--work``,
+    ``--models``, ``--stage`` (``all`` or one of ``stages``) and ``--threads``."""
+    folders = {"nargs": "+"} if several_folders else {}
+    parser.add_argument("--train", type=Path, required=True, help="folder(s) of generated training studies", **folders)
+    parser.add_argument("--val", type=Path, required=True, help="folder(s) of generated validation studies", **folders)
+    parser.add_argument("--work", type=Path, required=True, help="cache, checkpoints and histories")
+    parser.add_argument("--models", type=Path, default=Path("models"), help="export folder (default: models)")
+    parser.add_argument("--stage", choices=("all", *stages), default="all")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (and cache processes)")
+
+
+def selected_stages(args: argparse.Namespace, stages: tuple[str, ...]) -> tuple[str, ...]:
+    """The stages ``--stage`` asks for, in order."""
+    return stages if args.stage == "all" else (args.stage,)
+
+
+def cache_folders(cache_study: Callable[..., Path | None], folders: Path | Sequence[Path], cache_dir: Path, jobs: int,
+                  **options: object) -> list[Path]:
+    """``cache_study(study_dir, cache_dir=cache_dir, **options)`` for every ``study_*`` folder with a
+    ``truth.json`` under ``folders``, in ``jobs`` processes; the cache files written (or found)."""
+    studies = sorted(p for folder in ([folders] if isinstance(folders, Path) else folders)
+                     for p in folder.iterdir() if (p / "truth.json").exists())
+    files = [f for f in map_jobs(functools.partial(cache_study, cache_dir=cache_dir, **options), studies, jobs) if f is not None]
+    logger.info("%s: %d of %d studies cached", cache_dir.name, len(files), len(studies))
+    return files
