@@ -304,6 +304,12 @@ class SpinePhantom:
         s = self._local(point_mm)[0]
         return BILSKY_MR_GRADES[int(self._tables.bilsky[self._frame.index_of(s)[0]])]
 
+    def sac_centre_at(self, point_mm: np.ndarray) -> np.ndarray:
+        """(3,) phantom-frame mm of the thecal sac centre on the axial cross-section through the point
+        (the centre of the spinal canal region a Bilsky reader looks at)."""
+        s = float(self._local(point_mm)[0][0])
+        return self._frame.to_world(s, float(self._tables.sac_a[self._frame.index_of(np.array([s]))[0]]), 0.0)
+
     def local_coordinates(self, points_mm: np.ndarray) -> np.ndarray:
         """Extra: (N, 3) local spine-frame coordinates (s caudal arc length, anterior, left) in mm."""
         return np.stack(self._frame.to_local(np.atleast_2d(np.asarray(points_mm, dtype=float))), axis=1)

@@ -1290,7 +1290,8 @@ class _Study:
         }
 
     def _bilsky(self) -> list[dict[str, Any]]:
-        """One entry per diagnostic axial image: level and Bilsky grade where the slice crosses the spine."""
+        """One entry per diagnostic axial image: level, Bilsky grade and the thecal sac centre (LPS mm, in
+        the image plane) where the slice crosses the spine."""
         entries = []
         axis = self.spine.axis
         for index, plan in enumerate(self.plans):
@@ -1306,6 +1307,9 @@ class _Study:
                     point = self.pose.to_phantom(crossing)
                     level, _ = self.phantom.level_at(point)
                     grade = str(self.phantom.bilsky_grade_at(point))
+                    # The sac centre in the image plane: the ROI the Bilsky grader is trained to find.
+                    sac = self.pose.to_scanner(self.phantom.sac_centre_at(point))
+                    sac = sac - g.normal * float((sac - centre) @ g.normal)
                     entries.append({
                         "series_instance_uid": plan.series_instance_uid,
                         "sop_instance_uid": self.uid("sop", index, stack_index, k),
@@ -1313,6 +1317,7 @@ class _Study:
                         "level": level,
                         "modality": plan.modality,
                         "grade": bilsky_ct_class(grade) if plan.modality == "CT" else grade,
+                        "sac_centre_mm": _r(sac),
                     })  # fmt: skip
                 start += n
         return entries
