@@ -1,16 +1,14 @@
 """``SpineMapApp``: the spine-map pipeline as a MONAI Deploy (SDK 4, Holoscan) application.
 
-Pipeline (design §2); stages marked * come in later issues and slot in where the comments in
-:meth:`SpineMapApp.compose` say::
+Pipeline (design §2)::
 
     study folder
      └─ StudyLoaderOperator ──────────────────────────────────────────────┐ study
          └─ SeriesSelectorOperator ──────────────────────────────────────┤ decisions
              ├─ VFR detector → level labeller
              │   ├─ cancer SCT (vertebra findings) ──────────────────────┤ findings
-             │   └─ volume extractor                                     │
-             │        ├─ multi-view disc grader ─────────────────────────┤ discs
-             │        └─ *Bilsky classifier                              │
+             │   ├─ volume extractor → multi-view disc grader ───────────┤ discs
+             │   └─ Bilsky grader (axial T2 / CT; canal prior, levels) ──┤ bilsky
              └────────────────────────────────────────────────────────► ReportWriterOperator
                                               (spine_report.json + .csv) → SRWriterOperator
                                               (DICOM SR, key images, vertebra/disc tables)
@@ -27,6 +25,7 @@ from monai.deploy.core import AppContext, Application
 from app import __version__
 from operators.core.onnx_models import ModelError, model_infos
 from operators.core.report import SoftwareInfo
+from operators.bilsky_grader import BilskyGraderOperator
 from operators.cancer_classifier import CancerClassifierOperator
 from operators.disc_grader import DiscGraderOperator
 from operators.level_labeller import LevelLabellerOperator
@@ -78,6 +77,7 @@ class SpineMapApp(Application):
         volume_extractor = VolumeExtractorOperator(self, name="volume_extractor")
         disc_grader = DiscGraderOperator(self, model_folder=models, name="disc_grader")
         cancer_classifier = CancerClassifierOperator(self, model_folder=models, name="cancer_classifier")
+        bilsky_grader = BilskyGraderOperator(self, model_folder=models, name="bilsky_grader")
         report_writer = ReportWriterOperator(
             self, output_folder=Path(context.output_path), software=software_info(models), name="report_writer"
         )
@@ -97,9 +97,12 @@ class SpineMapApp(Application):
         self.add_flow(series_selector, cancer_classifier, {("decisions", "decisions")})
         self.add_flow(vertebra_detector, cancer_classifier, {("sagittal", "sagittal")})
         self.add_flow(level_labeller, cancer_classifier, {("findings", "findings")})
-        # Later issue: the Bilsky classifier follows the extractor and feeds a new report-writer port.
+        self.add_flow(study_loader, bilsky_grader, {("study", "study")})
+        self.add_flow(series_selector, bilsky_grader, {("decisions", "decisions")})
+        self.add_flow(level_labeller, bilsky_grader, {("findings", "findings")})
         self.add_flow(cancer_classifier, report_writer, {("findings", "findings")})
         self.add_flow(disc_grader, report_writer, {("discs", "discs")})
+        self.add_flow(bilsky_grader, report_writer, {("bilsky", "bilsky")})
         self.add_flow(series_selector, report_writer, {("decisions", "decisions")})
         self.add_flow(study_loader, report_writer, {("study", "study")})
         sr_writer = SRWriterOperator(self, output_folder=Path(context.output_path), name="sr_writer")

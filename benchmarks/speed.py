@@ -57,6 +57,9 @@ DETECT_LABEL_STAGES: tuple[str, ...] = ("vertebra_detector", "level_labeller")
 GRADING_STAGES: tuple[str, ...] = ("volume_extractor", "disc_grader")
 #: The cancer SCT stage (body volumes + network; issue 5: ≤ 1 s on a whole-spine study).
 CANCER_STAGES: tuple[str, ...] = ("cancer_classifier",)
+#: The Bilsky stage (canal prior + detector + ROI + grader over every axial image; issue 6: ≤ 1 s per 30 images).
+BILSKY_STAGES: tuple[str, ...] = ("bilsky_grader",)
+BILSKY_IMAGES_PER_TARGET = 30
 #: SpineNetV2 Table 4: seconds (CPU, GPU) for lumbar and whole-spine detect+label and for grading,
 #: and peak GPU memory in GB (lumbar, whole spine).
 SPINENET_V2 = {
@@ -65,7 +68,8 @@ SPINENET_V2 = {
     "peak_gpu_memory_gb": {"lumbar": 1.6, "whole": 2.5},
 }
 #: Issue 8 targets on the 2-core development machine.
-TARGETS = {"lumbar_wall_s": 8.0, "whole_wall_s": 20.0, "peak_rss_mb": 2048.0, "lumbar_grading_s": 2.0, "whole_cancer_s": 1.0}
+TARGETS = {"lumbar_wall_s": 8.0, "whole_wall_s": 20.0, "peak_rss_mb": 2048.0, "lumbar_grading_s": 2.0, "whole_cancer_s": 1.0,
+           "bilsky_s_per_30_images": 1.0}
 
 SLICE_POINTS: tuple[int, ...] = (9, 15, 25)
 QUICK_SLICE_POINTS: tuple[int, ...] = (9, 25)
@@ -250,6 +254,8 @@ class StudyMeasure:
     series: list[dict[str, Any]]
     n_files: int
     size_mb: float
+    #: Axial images the Bilsky stage grades (the truth's per-image entries).
+    axial_images: int = 0
     runs: list[AppRunMeasure] = field(default_factory=list)
     read_s: list[float] = field(default_factory=list)
 
@@ -264,6 +270,12 @@ class StudyMeasure:
     @property
     def read_median_s(self) -> float | None:
         return _median(self.read_s)
+
+    @property
+    def bilsky_s_per_30_images(self) -> float | None:
+        """Bilsky stage seconds scaled to the issue's 30 axial images."""
+        seconds = self.sum_of_stages(lambda n: n in BILSKY_STAGES)
+        return seconds * BILSKY_IMAGES_PER_TARGET / self.axial_images if seconds is not None and self.axial_images else None
 
     def stage_s(self) -> dict[str, float]:
         """Median seconds per stage over the runs that logged it."""
@@ -299,6 +311,9 @@ class StudyMeasure:
             "detect_label_s": self.sum_of_stages(lambda n: n in DETECT_LABEL_STAGES),
             "grading_s": self.sum_of_stages(lambda n: n in GRADING_STAGES),
             "cancer_s": self.sum_of_stages(lambda n: n in CANCER_STAGES),
+            "bilsky_s": self.sum_of_stages(lambda n: n in BILSKY_STAGES),
+            "bilsky_images": self.axial_images,
+            "bilsky_s_per_30_images": self.bilsky_s_per_30_images,
             "dicom_read_s_median": read,
             "dicom_read_s_all": self.read_s,
             "app_to_read_ratio": (wall / read) if wall and read else None,
@@ -317,6 +332,7 @@ def measure_study(name: str, study: Path, truth: dict[str, Any], work: Path, rep
         series=[{k: s[k] for k in ("kind", "n_instances", "rows", "columns", "transfer_syntax")} for s in truth["series"]],
         n_files=len(files),
         size_mb=sum(p.stat().st_size for p in files) / 2**20,
+        axial_images=len(truth.get("bilsky") or []),
     )
     for repeat in range(repeats):
         run = run_app_once(study, work / f"{name}-out-{repeat}", sample_gpu=sample_gpu)
@@ -375,6 +391,10 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"{_check(lumbar.get('grading_s'), TARGETS['lumbar_grading_s'])} s / – |",
         f"| cancer SCT | {_s(lumbar.get('cancer_s'))} | {_s(whole.get('cancer_s'))} | – | – | "
         f"– / {_check(whole.get('cancer_s'), TARGETS['whole_cancer_s'])} s |",
+        f"| Bilsky (per {BILSKY_IMAGES_PER_TARGET} axial images) | {_s(lumbar.get('bilsky_s_per_30_images'))} | "
+        f"{_s(whole.get('bilsky_s_per_30_images'))} | – | – | "
+        f"{_check(lumbar.get('bilsky_s_per_30_images'), TARGETS['bilsky_s_per_30_images'])} s / "
+        f"{_check(whole.get('bilsky_s_per_30_images'), TARGETS['bilsky_s_per_30_images'])} s |",
         f"| peak RSS | {_mb(lumbar.get('peak_rss_mb'))} | {_mb(whole.get('peak_rss_mb'))} | – | – | "
         f"{_check(lumbar.get('peak_rss_mb'), TARGETS['peak_rss_mb'])} MiB / {_check(whole.get('peak_rss_mb'), TARGETS['peak_rss_mb'])} MiB |",
         f"| peak GPU memory | {_mb(lumbar.get('gpu_peak_memory_mb'))} | {_mb(whole.get('gpu_peak_memory_mb'))} | – | "

@@ -22,11 +22,9 @@ class ReportWriterOperator(Operator):
         ``decisions``: ``list[SeriesDecision]`` from the series selector.
         ``findings``: :class:`~operators.core.vertebra_pipeline.VertebraFindings` from the labeller.
         ``discs``: :class:`~operators.core.grading_pipeline.DiscFindings` from the disc grader.
+        ``bilsky``: :class:`~operators.core.bilsky_pipeline.BilskyFindings` from the Bilsky grader.
     Output port:
         ``report``: the validated report dict, for the SR writer.
-
-    Later stages (cancer findings, Bilsky grades) add their own input ports here and pass them on
-    to :func:`~operators.core.report.study_report`.
 
     Raises (out of ``compute``, ending the run):
         ReportValidationError: the report breaks the schema (a bug; nothing is written).
@@ -44,6 +42,7 @@ class ReportWriterOperator(Operator):
         spec.input("decisions")
         spec.input("findings")
         spec.input("discs")
+        spec.input("bilsky")
         spec.output("report")
 
     def compute(self, op_input: InputContext, op_output: OutputContext, context: ExecutionContext) -> None:
@@ -51,10 +50,11 @@ class ReportWriterOperator(Operator):
         decisions = op_input.receive("decisions")
         findings = op_input.receive("findings")
         discs = op_input.receive("discs")
+        bilsky = op_input.receive("bilsky")
         with stage_timer("report_writer"):
             report = study_report(
-                study, decisions, self.software, vertebrae=findings.vertebrae, discs=discs.discs,
-                warnings=(*findings.warnings, *discs.warnings),
+                study, decisions, self.software, vertebrae=findings.vertebrae, discs=discs.discs, bilsky=bilsky.entries,
+                warnings=(*findings.warnings, *discs.warnings, *bilsky.warnings),
             )
             files = write_report(report, self.output_folder)
         logger.info("wrote %s and %s", files.json_path.name, files.csv_path.name)

@@ -149,6 +149,46 @@ def command_runs(generated_study, tmp_path_factory) -> dict[str, tuple[AppRun, P
     return {name: (finish_subprocess(process), outs[name]) for name, process in started.items()}
 
 
+@pytest.fixture(scope="module")
+def axial_run(tmp_path_factory) -> tuple[AppRun, Path, dict]:
+    """One in-process run on a thoracic study with cancer and an axial T2 series."""
+    from app.cli import run_app_main
+    from training.synthetic.phantom import AnatomyConfig
+    from training.synthetic.study import StudyConfig, generate_study
+
+    root = tmp_path_factory.mktemp("axial_study")
+    truth = generate_study(172_950, root, StudyConfig(field_of_view="thoracic", series_kinds=("sag_t1", "sag_t2", "ax_t2"),
+                                                      anatomy=AnatomyConfig(cancer=True)))
+    out = tmp_path_factory.mktemp("axial_out")
+    with capture_fds() as console:
+        code = run_app_main(["-i", str(root / "study"), "-o", str(out)])
+    return AppRun(code, console.stdout, console.stderr), out, truth
+
+
+def test_every_axial_image_gets_a_bilsky_grade_and_its_level(axial_run) -> None:
+    """The Bilsky stage grades each axial T2 image of the study (canal prior from the labelled
+    vertebrae): grade, high-grade flag, level, the summary's highest grade and per-level CSV rows."""
+    from operators.core.bilsky_pipeline import BILSKY_CLASSES
+
+    run, out, truth = axial_run
+    assert run.code == EXIT_OK, run.console
+    report = read_report(out)
+    axial = {e["sop_instance_uid"]: e for e in truth["bilsky"]}
+    assert axial, "the generated study has an axial T2 series"
+    graded = {e["sop_instance_uid"]: e for e in report["bilsky"]}
+    assert set(graded) <= set(axial)
+    assert len(graded) == len(axial) or "CANAL_NOT_FOUND" in {w["code"] for w in report["warnings"]}
+    assert len(graded) >= 0.9 * len(axial)
+    for uid, entry in graded.items():
+        assert entry["grade"] in BILSKY_CLASSES[entry["modality"]]
+        assert math.isclose(sum(entry["probabilities"].values()), 1.0, abs_tol=1e-3)
+    levels_right = [entry["level"] == axial[uid]["level"] for uid, entry in graded.items()]
+    assert sum(levels_right) >= 0.8 * len(levels_right)
+    assert report["summary"]["highest_bilsky"] in BILSKY_CLASSES["MR"]
+    rows = list(csv.DictReader((out / REPORT_CSV_NAME).open(encoding="utf-8")))
+    assert {r["level"] for r in rows if r["record"] == "bilsky_level"} == {e["level"] or "" for e in report["bilsky"]}
+
+
 def test_python_app_from_the_repository_root(command_runs, in_process_run) -> None:
     run, out = command_runs["python app"]
     assert run.code == EXIT_OK, run.console

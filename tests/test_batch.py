@@ -123,11 +123,11 @@ def test_run_log_has_every_stage_timing_and_ends_naming_every_output(batch_run) 
     lines = (study / "spine_map.log").read_text().splitlines()
 
     stages = [m.group(1) for line in lines if (m := STAGE_LINE.search(line))]
-    # The disc and cancer branches both follow the labeller; the scheduler may run them in either order.
+    # The disc, cancer and Bilsky branches all follow the labeller; the scheduler may run them in any order.
     assert stages[:4] == ["study_loader", "series_selector", "vertebra_detector", "level_labeller"]
-    assert sorted(stages[4:7]) == ["cancer_classifier", "disc_grader", "volume_extractor"]
+    assert sorted(stages[4:8]) == ["bilsky_grader", "cancer_classifier", "disc_grader", "volume_extractor"]
     assert stages.index("volume_extractor") < stages.index("disc_grader")
-    assert stages[7:] == ["report_writer", "sr_writer"]
+    assert stages[8:] == ["report_writer", "sr_writer"]
     last = lines[-1]
     assert " spine_map.run: outputs in " in last
     named = set(last.split(": ", 2)[-1].split(", "))

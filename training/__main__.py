@@ -13,7 +13,7 @@ import sys
 #: Modules providing sub-commands, each with ``add_parser(subparsers)``.
 COMMANDS: tuple[str, ...] = (
     "training.synthetic.cli", "training.synthetic.preview", "training.evaluate", "training.detection.cli",
-    "training.grading.cli", "training.rsna.cli", "training.cancer.cli",
+    "training.grading.cli", "training.rsna.cli", "training.cancer.cli", "training.bilsky.cli",
 )
 
 

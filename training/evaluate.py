@@ -166,16 +166,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register the ``evaluate`` sub-command."""
     parser = subparsers.add_parser("evaluate", help="measure a stage on fresh generated studies", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("target", choices=("roles", "detection", "grading", "reports", "cancer"), help="what to evaluate")
+    parser.add_argument("target", choices=("roles", "detection", "grading", "reports", "cancer", "bilsky"), help="what to evaluate")
     parser.add_argument("--count", type=int,
                         help="number of studies (default 200; detection: per field of view, default 10; grading 60; "
-                             "reports 500; cancer 60)")
+                             "reports 500; cancer 60; bilsky: MR studies and as many CT, 40)")
     parser.add_argument("--seed", type=int,
-                        help="first seed (roles 900000, detection 910000, grading 930000, reports 940000, cancer 950000)")
+                        help="first seed (roles 900000, detection 910000, grading 930000, reports 940000, cancer 950000, "
+                             "bilsky 960000)")
     parser.add_argument("--models", type=Path, default=Path("models"), help="detection, grading, cancer: models folder")
-    parser.add_argument("--vertebrae", choices=("detected", "truth"), default="detected",
-                        help="grading, cancer: frame discs and bodies from detected vertebrae (the app) or the true ones "
-                             "(the graders or the cancer model alone)")
+    parser.add_argument("--vertebrae", choices=("detected", "truth", "none"), default="detected",
+                        help="grading, cancer, bilsky: frame discs, bodies and canal priors from detected vertebrae (the "
+                             "app) or the true ones (the later model alone); bilsky also: none (canal detector alone)")
     parser.add_argument("--perturb", default="none",
                         help="detection: comma-separated image perturbations (none, noise, contrast, resolution, rotation)")
     parser.add_argument("--jobs", type=int, default=1, help="studies evaluated in parallel (processes)")
@@ -187,6 +188,9 @@ def run(args: argparse.Namespace) -> int:
     if args.count is not None and args.count < 1:
         print("evaluate: --count must be at least 1", file=sys.stderr)
         return 2
+    if args.vertebrae == "none" and args.target != "bilsky":
+        print("evaluate: --vertebrae none is for bilsky only", file=sys.stderr)
+        return 2
     if args.target == "detection":
         return _run_detection(args)
     if args.target == "grading":
@@ -195,6 +199,8 @@ def run(args: argparse.Namespace) -> int:
         return _run_reports(args)
     if args.target == "cancer":
         return _run_cancer(args)
+    if args.target == "bilsky":
+        return _run_bilsky(args)
     summary = evaluate_roles(args.count or 200, args.seed or EVALUATION_FIRST_SEED, args.jobs)
     _print_roles(summary)
     if args.json:
@@ -240,6 +246,14 @@ def _run_cancer(args: argparse.Namespace) -> int:
 
     summary = evaluate_cancer(args.count or 60, args.models, args.vertebrae, args.seed or CANCER_EVALUATION_FIRST_SEED, args.jobs)
     return _finish(summary, f"cancer --count {summary['studies']} --vertebrae {args.vertebrae} --models {args.models}",
+                   print_tables, args.json)
+
+
+def _run_bilsky(args: argparse.Namespace) -> int:
+    from training.evaluate_bilsky import BILSKY_EVALUATION_FIRST_SEED, evaluate_bilsky, print_tables
+
+    summary = evaluate_bilsky(args.count or 40, args.models, args.vertebrae, args.seed or BILSKY_EVALUATION_FIRST_SEED, args.jobs)
+    return _finish(summary, f"bilsky --count {args.count or 40} --vertebrae {args.vertebrae} --models {args.models}",
                    print_tables, args.json)
 
 

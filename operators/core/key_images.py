@@ -243,12 +243,13 @@ def bilsky_key_images(report: Mapping[str, Any], study: StudyScan) -> list[KeyIm
         index = [i.sop_instance_uid for i in loaded.instances].index(entry["sop_instance_uid"])
         spacing = (1.0, 1.0, 1.0) if loaded.geometry is None else loaded.geometry.spacing_mm
         high = " HIGH GRADE" if entry["high_grade"] else ""
-        title = f"{entry['level']} Bilsky {entry['grade']}{high} (p={entry['probabilities'][entry['grade']]:.2f})"
+        level = entry["level"] or "level unknown"
+        title = f"{level} Bilsky {entry['grade']}{high} (p={entry['probabilities'][entry['grade']]:.2f})"
         picture = labelled_slice(
             window_to_uint8(loaded.pixels[index]), [], pixel_aspect=spacing[1] / spacing[2],
             target_height=AXIAL_HEIGHT, title=title,
         )
-        name = f"key_image_bilsky_{number:02d}_{entry['level'].replace('/', '-')}"
+        name = f"key_image_bilsky_{number:02d}_{level.replace('/', '-').replace(' ', '_')}"
         images.append(KeyImage(name, picture, loaded.instances[index], f"axial image; {title}"))
     return images
 

@@ -281,7 +281,8 @@ class BilskyEntry:
 
     Attributes:
         series_instance_uid / sop_instance_uid: the graded image.
-        level: vertebra level or disc name at the image (``"T10"``, ``"T10/T11"``).
+        level: vertebra level or disc name at the image (``"T10"``, ``"T10/T11"``); ``None`` when no
+            labelled vertebra places it (no sagittal localisation, or beyond the labelled levels).
         modality: ``"MR"`` (6 grades, :data:`BILSKY_MR_GRADES`) or ``"CT"`` (3 classes,
             :data:`BILSKY_CT_CLASSES`).
         probabilities: classifier output in that grade order. The reported grade is the most
@@ -291,7 +292,7 @@ class BilskyEntry:
 
     series_instance_uid: str
     sop_instance_uid: str
-    level: str
+    level: str | None
     modality: str
     probabilities: Sequence[float]
     instance_number: int | None = None
@@ -622,7 +623,7 @@ def build_schema() -> dict[str, Any]:
                     "series_instance_uid": ref("uid"),
                     "sop_instance_uid": ref("uid"),
                     "instance_number": {"type": "integer"},
-                    "level": {"anyOf": [ref("level"), ref("disc_level")]},
+                    "level": {"anyOf": [ref("level"), ref("disc_level"), {"type": "null"}]},
                     "modality": _enum(("MR", "CT")),
                     "grade": {},
                     "high_grade": {"type": "boolean"},
@@ -819,6 +820,27 @@ def _bilsky_rows(entry: Mapping[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+def _bilsky_level_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per level (and one for images without level): the most severe grade of its images."""
+    by_level: dict[Any, list[Mapping[str, Any]]] = {}
+    for entry in report["bilsky"]:
+        by_level.setdefault(entry["level"], []).append(entry)
+    rows = []
+    def position(level: str | None) -> tuple[bool, float]:
+        if level is None:
+            return True, 0.0
+        return False, (sum(map(level_order, disc_levels(level))) / 2.0) if "/" in level else level_order(level)
+
+    for level, entries in sorted(by_level.items(), key=lambda item: position(item[0])):
+        worst = max(entries, key=lambda e: (_bilsky_severity(e["grade"]), e["probabilities"][e["grade"]]))
+        rows.append({
+            "record": "bilsky_level", "level": level, "item": "bilsky_max_grade", "value": worst["grade"],
+            "probability": worst["probabilities"][worst["grade"]], "series_instance_uid": worst["series_instance_uid"],
+            "sop_instance_uid": worst["sop_instance_uid"], "modality": worst["modality"],
+        })
+    return rows
+
+
 #: Report section → row builder, in the order rows appear in the CSV.
 _CSV_SECTIONS: tuple[tuple[str, Callable[[Mapping[str, Any]], list[dict[str, Any]]]], ...] = (
     ("series", _series_rows),
@@ -836,6 +858,7 @@ def render_csv(report: Mapping[str, Any]) -> str:
     for section, rows_of in _CSV_SECTIONS:
         for entry in report[section]:
             writer.writerows(rows_of(entry))
+    writer.writerows(_bilsky_level_rows(report))
     return buffer.getvalue()
 
 

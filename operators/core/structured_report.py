@@ -342,10 +342,10 @@ def _bilsky_group(
     return hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=_tracking(
             study_uid, "bilsky", entry["sop_instance_uid"],
-            f"Bilsky {entry['level']} image {number}" if number is not None else f"Bilsky {entry['level']}",
+            f"Bilsky {entry['level'] or 'level unknown'}" + (f" image {number}" if number is not None else ""),
         ),
         finding_type=EPIDURAL_COMPRESSION,
-        finding_sites=[hd.sr.FindingSite(SITES[entry["level"]])],
+        finding_sites=[hd.sr.FindingSite(SITES[entry["level"]])] if entry["level"] else None,
         algorithm_id=algorithm,
         source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source)],
         qualitative_evaluations=[

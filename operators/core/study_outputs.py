@@ -123,7 +123,7 @@ def render_summary(report: Mapping[str, Any]) -> str:
         lines.append("Bilsky grade: not assessed")
     else:
         high = [b for b in report["bilsky"] if b["high_grade"]]
-        where = ", ".join(sorted({b["level"] for b in high}))
+        where = ", ".join(sorted({b["level"] or "level unknown" for b in high}))
         lines.append(
             f"Bilsky grade: highest {summary['highest_bilsky']} over {len(report['bilsky'])} axial images"
             + (f"; high grade at {where}" if high else "; no high-grade compression")

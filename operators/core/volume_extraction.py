@@ -144,7 +144,7 @@ def _frame(level: str, centre_mm: np.ndarray, superior_hint: np.ndarray, anterio
     return DiscFrame(level, np.asarray(centre_mm, dtype=float), superior, anterior, left, 2.0 * depth_mm, depth_mm, depth_mm)
 
 
-def _adjacent(upper: str, lower: str) -> bool:
+def adjacent_levels(upper: str, lower: str) -> bool:
     """No standard level lies between ``upper`` and ``lower`` (transitional T13/L6 count as levels)."""
     low, high = level_order(upper), level_order(lower)
     return high > low and not any(low < index < high for index in range(len(LEVELS)))
@@ -159,7 +159,7 @@ def disc_frames(vertebrae: Sequence[VertebraLike]) -> list[DiscFrame]:
     ordered = sorted(vertebrae, key=lambda v: level_order(v.level))
     frames = []
     for upper, lower in zip(ordered[:-1], ordered[1:]):
-        if not _adjacent(upper.level, lower.level):
+        if not adjacent_levels(upper.level, lower.level):
             continue
         upper_axes, lower_axes = body_axes(upper), body_axes(lower)
         upper_centroid = np.asarray(upper.centroid_mm, dtype=float)

@@ -1,0 +1,71 @@
+"""Model cards of the canal detector and the Bilsky graders, from the manifest and
+``docs/evaluation/bilsky.json``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from operators.core.bilsky_pipeline import BILSKY_MODELS, CANAL_MODEL
+from training.cards import CardText, write_card
+
+#: Where ``python -m training evaluate bilsky --json`` puts the numbers the cards quote.
+BILSKY_EVALUATION_JSON = Path("docs/evaluation/bilsky.json")
+
+TRAINING_DATA = (
+    "Synthetic studies only, made by `python -m training generate` (README, Training): axial T2 MR studies "
+    "(`--kinds sag_t2,ax_t2`, seeds 170000–170299 of every field of view and 172000–172199 thoracic, most with "
+    "cancer) and axial CT studies (`--kinds ct_axial`, seeds 171000–171149); validation seeds 840000–840039, "
+    "842000–842029 (MR) and 841000–841019 (CT). Canal positions and grades are the generator's truth "
+    "(thecal sac centre and Bilsky grade of each axial image). Evaluation studies use seeds from 960000. "
+    "No patient data."
+)
+
+PURPOSE = {
+    CANAL_MODEL: (
+        "Canal detector: a MONAI 2D residual U-Net (16-32-64-128 channels) that turns an axial MR or CT image "
+        "at 2 mm pixels into a heatmap of the thecal sac centre (weighted squared error of a Gaussian heatmap). In the app the peak is "
+        "taken near the sac centre projected from the labelled vertebrae; without sagittal localisation the "
+        "detector alone finds the canal. Its position centres the grader's 40 mm ROI."
+    ),
+    "MR": (
+        "Bilsky MRI grader (Hallinan 2022): a convolutional prototypical network — MONAI 2D ResNet (basic "
+        "blocks, 1-1-1-1) embedding of the 40 mm canal ROI of an axial T2 image; probabilities are a softmax "
+        "over negative squared distances to one learnt prototype per grade (0, 1a, 1b, 1c, 2, 3). Trained with "
+        "cross-entropy, compactness regularisation and virtual adversarial training. High grade = 1c, 2, 3."
+    ),
+    "CT": (
+        "Bilsky CT grader (Hallinan 2023, combined window learning): the same prototypical network; the ROI "
+        "in the bone (1500/300), abdomen (400/50) and spine (200/100) windows goes through shared weights "
+        "with window-specific batch normalisation, and the three windows' probabilities are averaged. "
+        "Classes normal, low (1a, 1b), high (1c, 2, 3)."
+    ),
+}
+
+
+def write_bilsky_cards(models: Path) -> list[Path]:
+    """Write the cards of the Bilsky-stage models present in ``models/manifest.json``."""
+    manifest = json.loads((models / "manifest.json").read_text())["models"]
+    metrics: list[str] = []
+    if BILSKY_EVALUATION_JSON.exists():
+        from training.evaluate_bilsky import markdown_tables
+
+        evaluation = json.loads(BILSKY_EVALUATION_JSON.read_text())
+        metrics = ["## Metrics", f"Measured by `{evaluation['command']}` (definitions in design §6):",
+                   "\n".join(markdown_tables(evaluation))]
+    names = {CANAL_MODEL: CANAL_MODEL, **{m: n for m, n in BILSKY_MODELS.items()}}
+    written = []
+    for key, name in names.items():
+        if name not in manifest:
+            continue
+        written.append(write_card(models, name, CardText(
+            purpose=PURPOSE[key],
+            training_data=TRAINING_DATA,
+            command=("python -m training train-bilsky --train data/bilsky/train_mr data/bilsky/train_ct --val "
+                     "data/bilsky/val_mr data/bilsky/val_ct --work work/bilsky --models models"),
+            metrics=metrics,
+            intended_use=("Grade epidural spinal cord compression on every axial T2 / axial CT image (bilsky[], "
+                          "summary.highest_bilsky) to triage studies with high-grade disease for urgent review; "
+                          "not a diagnosis."),
+        )))
+    return written
