@@ -22,7 +22,9 @@ from operators.core.volume_extraction import (
     disc_frames,
     disc_frames_from_points,
     extract_disc_views,
+    grids_may_overlap,
     sagittal_disc_volume,
+    vertebra_grid,
     vertebra_volume,
 )
 from training.synthetic.dicom_writer import PatientStudy, write_series
@@ -145,6 +147,22 @@ def test_vertebra_volume_is_centred_on_the_body() -> None:
     volume = vertebra_volume(SeriesVolume("1.2.3", "sag_t1", np.ones(geometry.shape, np.float32), geometry), body, shape)
     np.testing.assert_allclose(volume.geometry.index_to_lps((np.asarray(shape) - 1) / 2), body.centroid_mm, atol=1e-9)
     assert volume.pixels.shape == shape and volume.inside_fraction == 1.0
+
+
+@settings(max_examples=60, deadline=None)
+@given(offset_mm=st.tuples(*[st.floats(-90.0, 90.0)] * 3), angles=st.tuples(*[st.floats(-0.6, 0.6)] * 3))
+def test_a_stack_said_to_miss_the_body_holds_none_of_it(
+    offset_mm: tuple[float, float, float], angles: tuple[float, float, float]
+) -> None:
+    # The cancer stage skips a stack on this test alone: it must never skip one that holds any of
+    # the body, and must skip a stack far away.
+    body = spine(["L2", "L3", "L4"], Rotation.from_rotvec(angles), np.array([5.0, 20.0, -30.0]))[1]
+    geometry = source_around(body.centroid_mm + np.asarray(offset_mm), Rotation.identity(), (3.0, 1.0, 1.0), 60.0)
+    exact = vertebra_volume(SeriesVolume("1.2.3", "sag_t1", np.ones(geometry.shape, np.float32), geometry), body).inside_fraction
+    overlaps = grids_may_overlap(geometry, vertebra_grid(body))
+    assert overlaps or exact == 0.0
+    if np.max(np.abs(offset_mm)) > 85.0:
+        assert not overlaps
 
 
 def axial_stack(centre_mm: np.ndarray, tilt_deg: float, n_slices: int, step_mm: float = 4.0) -> VolumeGeometry:

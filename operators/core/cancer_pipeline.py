@@ -32,6 +32,8 @@ from operators.core.volume_extraction import (
     VERTEBRA_VOLUME_SHAPE,
     SeriesVolume,
     VertebraLike,
+    grids_may_overlap,
+    vertebra_grid,
     vertebra_volume,
 )
 
@@ -85,7 +87,12 @@ def vertebra_sequence_volumes(
     """Per sequence role, the body volume from the stack that holds most of it, with its inside
     fraction; roles whose best volume is under ``MIN_INSIDE_FRACTION`` in view are left out."""
     best: dict[str, tuple[np.ndarray, float]] = {}
+    grid = vertebra_grid(vertebra)
     for source in sources:
+        # A whole-spine study's stations each show only part of the spine: resampling every
+        # vertebra from the stacks that miss it entirely cost most of the stage.
+        if not grids_may_overlap(source.geometry, grid):
+            continue
         extracted = vertebra_volume(source, vertebra)
         if extracted.inside_fraction >= MIN_INSIDE_FRACTION and (
             source.role not in best or extracted.inside_fraction > best[source.role][1]

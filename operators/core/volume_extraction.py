@@ -257,11 +257,14 @@ def _grid(centre_mm: np.ndarray, slice_step: np.ndarray, row_step: np.ndarray, c
     return VolumeGeometry(affine, shape)
 
 
-def inside_fraction(source: VolumeGeometry, target: VolumeGeometry) -> float:
-    """Fraction of ``target``'s voxel centres inside ``source`` (every second voxel per axis)."""
-    axes = [np.arange(0, n, 2, dtype=float) for n in target.shape]
-    indices = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
-    return float(source.contains(target.index_to_lps(indices)).mean())
+def grids_may_overlap(source: VolumeGeometry, target: VolumeGeometry) -> bool:
+    """Whether any voxel centre of ``target`` can lie inside ``source`` (half a voxel of margin, as
+    the resampled inside mask): ``False`` means none does. Compares the bounding box of ``target``'s
+    corner centres in ``source``'s index space with ``source``'s extent, so it costs 8 points."""
+    corners = np.stack(np.meshgrid(*[(0.0, n - 1.0) for n in target.shape], indexing="ij"), axis=-1).reshape(-1, 3)
+    indices = source.lps_to_index(target.index_to_lps(corners))
+    upper = np.asarray(source.shape, dtype=float) - 0.5
+    return bool(np.all(indices.max(axis=0) > -0.5) and np.all(indices.min(axis=0) < upper))
 
 
 def normalise_intensity(values: np.ndarray, inside: np.ndarray) -> np.ndarray:
@@ -295,17 +298,21 @@ def sagittal_disc_volume(source: SeriesVolume, frame: DiscFrame, shape: tuple[in
     return _extract(source, sagittal_disc_grid(frame, shape))
 
 
-def vertebra_volume(
-    source: SeriesVolume, vertebra: VertebraLike, shape: tuple[int, int, int] = VERTEBRA_VOLUME_SHAPE
-) -> ExtractedVolume:
-    """The body volume of one vertebra in one sagittal sequence, aligned with its endplates."""
+def vertebra_grid(vertebra: VertebraLike, shape: tuple[int, int, int] = VERTEBRA_VOLUME_SHAPE) -> VolumeGeometry:
+    """Grid of one vertebra's body volume, aligned with its endplates, centred on its centroid."""
     axes = body_axes(vertebra)
     left = _unit(np.cross(axes.superior, axes.anterior))
     field_mm = VERTEBRA_FIELD_DEPTHS * axes.depth_mm
     slice_mm = 2 * VERTEBRA_LATERAL_HALF_DEPTHS * axes.depth_mm / max(shape[0] - 1, 1)
-    target = _grid(np.asarray(vertebra.centroid_mm, dtype=float), left * slice_mm,
-                   -axes.superior * field_mm / shape[1], -axes.anterior * field_mm / shape[2], shape)
-    return _extract(source, target)
+    return _grid(np.asarray(vertebra.centroid_mm, dtype=float), left * slice_mm,
+                 -axes.superior * field_mm / shape[1], -axes.anterior * field_mm / shape[2], shape)
+
+
+def vertebra_volume(
+    source: SeriesVolume, vertebra: VertebraLike, shape: tuple[int, int, int] = VERTEBRA_VOLUME_SHAPE
+) -> ExtractedVolume:
+    """The body volume of one vertebra in one sagittal sequence (:func:`vertebra_grid`)."""
+    return _extract(source, vertebra_grid(vertebra, shape))
 
 
 def axial_slab_grid(stack: VolumeGeometry, frame: DiscFrame, shape: tuple[int, int, int] = AXIAL_SLAB_SHAPE) -> VolumeGeometry:
