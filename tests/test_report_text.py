@@ -127,7 +127,7 @@ _RANGE_PATTERNS = {
 }
 _DISC_PATTERNS = {
     "disc_slash": rf"\b({_VERT})/({_VERT})\b",
-    "disc_slash_short": rf"\b([CTL])(\d{{1,2}})/(\d{{1,2}})\b",
+    "disc_slash_short": r"\b([CTL])(\d{1,2})/(\d{1,2})\b",
     "disc_dash": rf"\b({_VERT}){_DASH}({_VERT})\b",
     "disc_dash_short": rf"\b([CTL])(\d{{1,2}}){_DASH}(\d{{1,2}})\b",
     "disc_between": rf"the disc between ({_VERT}) and ({_VERT})",

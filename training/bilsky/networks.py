@@ -113,22 +113,23 @@ class PrototypeGrader(nn.Module):
         return torch.softmax(self.window_logits(rois), dim=-1).mean(dim=0)
 
 
-def compactness_loss(model: PrototypeGrader, rois: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def compactness_loss(distances: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean squared distance of each embedding to its own class prototype (Yang et al. 2018's
-    prototype loss, Hallinan 2022's compact regularisation)."""
-    distances = model.distances(model.embed(rois))  # (W, B, K)
+    prototype loss, Hallinan 2022's compact regularisation): ``distances`` ``(W, B, classes)`` from
+    :meth:`PrototypeGrader.distances` (the same pass as the logits), ``labels`` ``(B,)``."""
     return distances.gather(-1, labels.expand(distances.shape[0], -1).unsqueeze(-1)).mean()
 
 
-def virtual_adversarial_loss(model: PrototypeGrader, rois: torch.Tensor, xi: float = 1e-2, epsilon: float = 1.0) -> torch.Tensor:
-    """Miyato et al.'s VAT with one power iteration: KL between the predictions at ``rois`` and at
+def virtual_adversarial_loss(model: PrototypeGrader, rois: torch.Tensor, clean_logits: torch.Tensor, xi: float = 1e-2,
+                             epsilon: float = 1.0) -> torch.Tensor:
+    """Miyato et al.'s VAT with one power iteration: KL between the predictions at ``rois`` (their
+    ``clean_logits`` ``(W, B, classes)``, taken from the training pass and not differentiated) and at
     the most sensitive perturbation of L2 norm ``epsilon`` (per ROI)."""
 
     def unit(d: torch.Tensor) -> torch.Tensor:
         return d / (d.flatten(1).norm(dim=1).view(-1, *([1] * (d.dim() - 1))) + 1e-8)
 
-    with torch.no_grad():
-        clean = torch.log_softmax(model.window_logits(rois), dim=-1)
+    clean = torch.log_softmax(clean_logits.detach(), dim=-1)
     direction = (xi * unit(torch.randn_like(rois))).requires_grad_()
     perturbed = torch.log_softmax(model.window_logits(rois + direction), dim=-1)
     divergence = F.kl_div(perturbed, clean, log_target=True, reduction="batchmean")

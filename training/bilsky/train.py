@@ -193,11 +193,13 @@ def train_grader(modality: str, train: Sequence[BilskyStudy], val: Sequence[Bils
         elif config.augment:
             batch = batch + rng.normal(0.0, 0.02, batch.shape).astype(np.float32)
         inputs, targets = torch.as_tensor(batch), torch.as_tensor(labels[chosen])
-        logits = model.window_logits(inputs)
-        loss = F.cross_entropy(logits.reshape(-1, classes), targets.repeat(model.windows))
-        loss = loss + config.compact_weight * compactness_loss(model, inputs, targets)
+        # One pass gives the logits, the compactness term and VAT's clean predictions.
+        distances = model.distances(model.embed(inputs))
+        loss = F.cross_entropy(-distances.reshape(-1, classes), targets.repeat(model.windows))
+        loss = loss + config.compact_weight * compactness_loss(distances, targets)
         if config.vat_weight:
-            loss = loss + config.vat_weight * virtual_adversarial_loss(model, inputs[: config.vat_batch_size])
+            vat = config.vat_batch_size
+            loss = loss + config.vat_weight * virtual_adversarial_loss(model, inputs[:vat], -distances[:, :vat])
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
