@@ -42,7 +42,7 @@ from training.bilsky.agreement import cohen_kappa, gwet_ac1, sensitivity_specifi
 from training.bilsky.cache import EXACT, RoiSampling, cache_bilsky_study, load_bilsky_studies
 from training.bilsky.cli import main_stages
 from training.bilsky.networks import PrototypeGrader, WindowBatchNorm, heatmap_loss, heatmap_target
-from training.bilsky.train import BilskyConfig, detector_errors_mm
+from training.bilsky.train import BilskyConfig, calibrate_class_bias, detector_errors_mm, grade_sampling_weights, prior_log_ratio
 from training.grading.cache import TruthVertebra, truth_vertebrae
 from training.synthetic.phantom import AnatomyConfig
 from training.synthetic.study import StudyConfig, generate_study
@@ -194,6 +194,26 @@ def test_prototype_grader_gives_probabilities_and_keeps_window_statistics_apart(
     norm(x)
     means = [float(n.running_mean.mean()) for n in norm.norms]
     assert means[1] > means[0] > means[2]  # each window's own statistics
+
+
+def test_class_bias_undoes_the_training_grade_mix_and_is_chosen_on_validation() -> None:
+    labels = np.array([0] * 90 + [1] * 9 + [2] * 1)
+    log_ratio = prior_log_ratio(labels, grade_sampling_weights(labels, 3), 3)
+    # Batches drawn ∝ count^-½ hold grades in proportion √90 : √9 : √1; true mix 90 : 9 : 1.
+    drawn = np.sqrt([90.0, 9.0, 1.0]) / np.sqrt([90.0, 9.0, 1.0]).sum()
+    np.testing.assert_allclose(log_ratio, np.log(np.array([0.9, 0.09, 0.01]) / drawn), atol=1e-9)
+    # A grader that cannot tell the grades apart and leans to grade 2, as over-sampling taught it:
+    # corrected, it calls everything grade 0, which agrees best with a validation set that is
+    # nearly all grade 0.
+    model = PrototypeGrader(3).eval()
+    model.window_logits = lambda rois: torch.tensor([0.0, 0.0, 0.5]).expand(1, len(rois), 3)
+    rois = np.random.default_rng(0).random((20, 1, *ROI_SHAPE)).astype(np.float32)
+    val_labels = np.array([0] * 19 + [2])
+    scale, scores = calibrate_class_bias(model, log_ratio, rois, val_labels, gwet_ac1)
+    assert scale > 0 and scores[scale] == max(scores.values()) and scores[scale] > scores[0.0]
+    with torch.no_grad():
+        assert np.all(model(torch.as_tensor(rois)).numpy().argmax(axis=1) == 0)
+    np.testing.assert_allclose(model.class_bias.numpy(), scale * log_ratio, rtol=1e-6)
 
 
 def test_heatmap_loss_is_lower_for_the_right_peak() -> None:

@@ -140,6 +140,11 @@ def evaluate_bilsky(count: int, models: Path, vertebrae_from: str = "detected", 
     return summarise(studies, vertebrae_from, time.perf_counter() - started, first_seed)
 
 
+def _percent(value: float | None) -> str:
+    cell = metric_cell(value, 100, 1)
+    return cell if cell == "n/a" else f"{cell} %"
+
+
 def markdown_tables(summary: dict[str, Any]) -> list[str]:
     """The evaluation as Markdown lines: one agreement table for both modalities."""
     framing = {"detected": "the detected and labelled vertebrae (the app's path)", "truth": "the true vertebrae",
@@ -160,14 +165,14 @@ def markdown_tables(summary: dict[str, Any]) -> list[str]:
             lines.append(
                 f"| {modality} | {unit.replace('per_', '')} | {a['count']}{missed} | {a['high_grade']} | {metric_cell(a['ac1'])} | "
                 f"{metric_cell(a['kappa'])} | {metric_cell(a['ac1_high_grade'])} | {metric_cell(a['kappa_high_grade'])} | "
-                f"{metric_cell(a['high_sensitivity'], 100, 1)} % | {metric_cell(a['high_specificity'], 100, 1)} % |")
+                f"{_percent(a['high_sensitivity'])} | {_percent(a['high_specificity'])} |")
         scan = m["per_scan"]
         if scan["scans"]:
             lines.append(f"| {modality} | scan | {scan['scans']} | {scan['high_grade_scans']} | | | | | "
-                         f"{metric_cell(scan['sensitivity'], 100, 1)} % | {metric_cell(scan['specificity'], 100, 1)} % |")
+                         f"{_percent(scan['sensitivity'])} | {_percent(scan['specificity'])} |")
     lines.append("")
     lines.append("Level of the graded images: " + "; ".join(
-        f"{modality} {metric_cell(m['level_accuracy'], 100, 1)} % correct, {m['without_level']} without level"
+        f"{modality} {_percent(m['level_accuracy'])} correct, {m['without_level']} without level"
         for modality, m in summary["modalities"].items() if m["images"]) + ".")
     return lines
 

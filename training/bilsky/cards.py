@@ -32,13 +32,15 @@ PURPOSE = {
         "Bilsky MRI grader (Hallinan 2022): a convolutional prototypical network — MONAI 2D ResNet (basic "
         "blocks, 1-1-1-1) embedding of the 40 mm canal ROI of an axial T2 image; probabilities are a softmax "
         "over negative squared distances to one learnt prototype per grade (0, 1a, 1b, 1c, 2, 3). Trained with "
-        "cross-entropy, compactness regularisation and virtual adversarial training. High grade = 1c, 2, 3."
+        "cross-entropy, compactness regularisation and virtual adversarial training on batches that over-sample "
+        "the rare grades; a per-grade logit bias (a validated fraction of log true/sampled grade frequency, in the "
+        "exported graph) restores the grade mix of studies. High grade = 1c, 2, 3."
     ),
     "CT": (
         "Bilsky CT grader (Hallinan 2023, combined window learning): the same prototypical network; the ROI "
         "in the bone (1500/300), abdomen (400/50) and spine (200/100) windows goes through shared weights "
         "with window-specific batch normalisation, and the three windows' probabilities are averaged. "
-        "Classes normal, low (1a, 1b), high (1c, 2, 3)."
+        "Classes normal, low (1a, 1b), high (1c, 2, 3); the same validated per-class logit bias as the MR grader."
     ),
 }
 

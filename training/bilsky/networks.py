@@ -7,7 +7,8 @@
   one learnt prototype per class. For CT (Hallinan 2023, combined window learning) each window image
   goes through the same weights with its own batch normalisation (:class:`WindowBatchNorm`) and the
   per-window probabilities are averaged. Trained with cross-entropy, compactness regularisation
-  (:func:`compactness_loss`) and virtual adversarial training (:func:`virtual_adversarial_loss`).
+  (:func:`compactness_loss`) and virtual adversarial training (:func:`virtual_adversarial_loss`);
+  a per-class logit bias (``class_bias``, zero in training) undoes the training batches' grade mix.
 """
 
 from __future__ import annotations
@@ -94,6 +95,10 @@ class PrototypeGrader(nn.Module):
             _window_norms(self.backbone, windows)
         self.project = nn.Linear(block_inplanes[-1], embedding)
         self.prototypes = nn.Parameter(torch.randn(classes, embedding) * 0.5)
+        # Added to the logits at inference only (zero while training): the correction from the
+        # grade mix training batches are drawn with to the grade mix of studies, set on validation
+        # after training (training.bilsky.train.calibrate_class_bias).
+        self.register_buffer("class_bias", torch.zeros(classes))
 
     def embed(self, rois: torch.Tensor) -> torch.Tensor:
         """``(B, W, H, W')`` → ``(W, B, embedding)`` one embedding per window image."""
@@ -110,7 +115,7 @@ class PrototypeGrader(nn.Module):
         return -self.distances(self.embed(rois))
 
     def forward(self, rois: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.window_logits(rois), dim=-1).mean(dim=0)
+        return torch.softmax(self.window_logits(rois) + self.class_bias, dim=-1).mean(dim=0)
 
 
 def compactness_loss(distances: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
