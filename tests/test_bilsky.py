@@ -228,12 +228,15 @@ def test_heatmap_loss_is_lower_for_the_right_peak() -> None:
 # --------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def studies(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A thoracic MR study (sagittal T2 + axial T2) and a thoracic CT study, both with cancer."""
+    """A thoracic MR study (sagittal T2 + axial T2) and a thoracic CT study, both with cancer, and a
+    lumbar MR study with axial stacks angled to the discs."""
     root = tmp_path_factory.mktemp("bilsky_studies")
     cancer = AnatomyConfig(cancer=True)
     generate_study(172_900, root / "study_172900",
                    StudyConfig(field_of_view="thoracic", series_kinds=("sag_t2", "ax_t2"), anatomy=cancer, axial_mode="contiguous"))
     generate_study(172_901, root / "study_172901", StudyConfig(field_of_view="thoracic", series_kinds=("ct_axial",), anatomy=cancer))
+    # Oblique stacks angled to each lumbar disc: their first images once came back blank.
+    generate_study(172_902, root / "study_172902", StudyConfig(field_of_view="lumbar", series_kinds=("sag_t2", "ax_t2"), axial_mode="angled"))
     return root
 
 
@@ -248,6 +251,8 @@ def test_cache_holds_every_axial_image_with_its_canal_and_grade(studies: Path, t
         assert cached.rois.shape == (len(truth["bilsky"]), channels, *ROI_SHAPE)
         for images, canals in zip(cached.detector_images, cached.canal_pixels):
             assert np.all((canals >= 0) & (canals < images.shape[1:]))  # the canal lies in the image
+            assert np.all(images.reshape(len(images), -1).max(axis=1) > 0)  # no image blank, the first included
+        assert np.all(cached.rois.reshape(len(cached.rois), -1).max(axis=1) > 0)
     jittered = cache_bilsky_study(studies / "study_172900", tmp_path / "jittered", RoiSampling())
     with np.load(jittered) as data:
         copies = np.bincount(data["images"])

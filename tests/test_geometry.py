@@ -7,12 +7,14 @@ import pydicom
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy.spatial.transform import Rotation
 
 from operators.core.geometry import (
     VolumeGeometry,
     obliquity_degrees,
     orientation_vectors,
     plane_of_normal,
+    resample_volume,
 )
 from training.synthetic.dicom_writer import PatientStudy, write_series
 
@@ -124,3 +126,22 @@ def test_singular_geometry_is_rejected():
         VolumeGeometry.from_dicom(SAGITTAL_IOP, [0, 0, 0], [0.5, 0.5], (3, 10, 10), [0.0, 1.0, 0.0])
     with pytest.raises(ValueError):
         VolumeGeometry.from_dicom(SAGITTAL_IOP, [0, 0, 0], [0.0, 0.5], (3, 10, 10), 3.0)
+
+
+@settings(max_examples=30, deadline=None)
+@given(rotation=st.tuples(*[st.floats(-np.pi, np.pi)] * 3), slice_mm=st.floats(1.0, 6.0), pixel_mm=st.floats(0.3, 1.2),
+       origin=st.tuples(*[st.floats(-300.0, 300.0)] * 3))
+def test_resampling_a_stack_onto_its_own_images_returns_every_image_including_the_edges(
+    rotation: tuple[float, float, float], slice_mm: float, pixel_mm: float, origin: tuple[float, float, float]
+) -> None:
+    # Oblique axial stacks put their own image planes at slice index −1e-13 through the affine
+    # round trip; the first image must not come back as fill.
+    axes = Rotation.from_euler("xyz", rotation).as_matrix() * np.array([slice_mm, pixel_mm, pixel_mm])
+    affine = np.eye(4)
+    affine[:3, :3], affine[:3, 3] = axes, origin
+    geometry = VolumeGeometry(affine, (4, 12, 10))
+    pixels = np.random.default_rng(0).random(geometry.shape).astype(np.float32) + 1.0
+    for k in range(geometry.shape[0]):
+        image = affine.copy()
+        image[:3, 3] = geometry.index_to_lps(np.array([k, 0.0, 0.0]))
+        np.testing.assert_allclose(resample_volume(pixels, geometry, VolumeGeometry(image, (1, 12, 10)))[0], pixels[k], atol=1e-4)

@@ -259,7 +259,12 @@ def decode_canal(heatmap_logits: np.ndarray, prior_index: np.ndarray | None) -> 
 # ------------------------------------------------------------------------------------------------
 def roi_grid(geometry: VolumeGeometry, centre_mm: np.ndarray, rotation_deg: float = 0.0, mirror: bool = False) -> VolumeGeometry:
     """One-slice grid of the grader ROI centred on ``centre_mm`` in the image's row/column
-    directions (turned in plane by ``rotation_deg`` and mirrored left–right for training augmentation)."""
+    directions (turned in plane by ``rotation_deg`` and mirrored left–right for training augmentation),
+    on the plane of the image nearest ``centre_mm``."""
+    # A centre read back from millimetres with 3 decimals, or found at 2 mm pixels, lies microns off
+    # its image's plane; off the first or last plane of a stack the grid would sample nothing.
+    slice_offset = float(geometry.lps_to_index(centre_mm)[0])
+    centre_mm = np.asarray(centre_mm, dtype=float) + (round(slice_offset) - slice_offset) * geometry.affine[:3, 0]
     row_step = geometry.affine[:3, 1] / geometry.spacing_mm[1]
     column_step = geometry.affine[:3, 2] / geometry.spacing_mm[2]
     if rotation_deg:

@@ -176,6 +176,10 @@ class VolumeGeometry:
         return self.affine[:3, 3] + k[:, None] * self.affine[:3, 0]
 
 
+#: Index-space round-off (voxels) that :func:`resample_volume` treats as exact.
+_SNAP_VOXELS = 1e-6
+
+
 def resample_volume(
     pixels: np.ndarray, geometry: VolumeGeometry, target: VolumeGeometry, order: int = 1, fill: float = 0.0
 ) -> np.ndarray:
@@ -185,6 +189,11 @@ def resample_volume(
     """
     # target index → LPS → source index is one affine map: feed it to scipy directly.
     source_from_target = np.linalg.inv(geometry.affine) @ target.affine
+    # Snap round-off to whole voxels: a grid in a stack's own slice plane (an axial image, its ROI)
+    # maps to slice index −1e-13 rather than 0 through an oblique affine, and scipy's constant mode
+    # gives the fill value to anything beyond the edge, so the first image came back blank.
+    source_from_target = np.where(np.abs(source_from_target - np.round(source_from_target)) < _SNAP_VOXELS,
+                                  np.round(source_from_target), source_from_target)
     return ndimage.affine_transform(
         np.asarray(pixels, dtype=np.float32), source_from_target[:3, :3], source_from_target[:3, 3],
         output_shape=target.shape, order=order, mode="constant", cval=fill,
