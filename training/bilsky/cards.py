@@ -64,7 +64,7 @@ def write_bilsky_cards(models: Path) -> list[Path]:
             purpose=PURPOSE[key],
             training_data=TRAINING_DATA,
             command=("python -m training train-bilsky --train data/bilsky/train_mr data/bilsky/train_ct --val "
-                     "data/bilsky/val_mr data/bilsky/val_ct --work work/bilsky --models models"),
+                     "data/bilsky/val_mr data/bilsky/val_ct --work work/bilsky --models models --detector-steps 1500 --grader-steps 3000"),
             metrics=metrics,
             intended_use=("Grade epidural spinal cord compression on every axial T2 / axial CT image (bilsky[], "
                           "summary.highest_bilsky) to triage studies with high-grade disease for urgent review; "
