@@ -166,7 +166,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register the ``evaluate`` sub-command."""
     parser = subparsers.add_parser("evaluate", help="measure a stage on fresh generated studies", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("target", choices=("roles", "detection", "grading", "reports", "cancer", "bilsky"), help="what to evaluate")
+    parser.add_argument("target", choices=("roles", "detection", "grading", "reports", "cancer", "bilsky", "real"), help="what to evaluate")
     parser.add_argument("--count", type=int,
                         help="number of studies (default 200; detection: per field of view, default 10; grading 60; "
                              "reports 500; cancer 60; bilsky: MR studies and as many CT, 40)")
@@ -179,6 +179,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                              "app) or the true ones (the later model alone); bilsky also: none (canal detector alone)")
     parser.add_argument("--perturb", default="none",
                         help="detection: comma-separated image perturbations (none, noise, contrast, resolution, rotation)")
+    parser.add_argument("--data-root", type=Path,
+                        help="real: the folder holding FastCleverSeg's ImageDatasets (training/real/fastcleverseg.py)")
+    parser.add_argument("--split", choices=("train", "val", "test"), default="test", help="real: which subjects")
     parser.add_argument("--jobs", type=int, default=1, help="studies evaluated in parallel (processes)")
     parser.add_argument("--json", type=Path, help="also write the summary as JSON here")
     parser.set_defaults(run=run)
@@ -201,6 +204,8 @@ def run(args: argparse.Namespace) -> int:
         return _run_cancer(args)
     if args.target == "bilsky":
         return _run_bilsky(args)
+    if args.target == "real":
+        return _run_real(args)
     summary = evaluate_roles(args.count or 200, args.seed or EVALUATION_FIRST_SEED, args.jobs)
     _print_roles(summary)
     if args.json:
@@ -254,6 +259,17 @@ def _run_bilsky(args: argparse.Namespace) -> int:
 
     summary = evaluate_bilsky(args.count or 40, args.models, args.vertebrae, args.seed or BILSKY_EVALUATION_FIRST_SEED, args.jobs)
     return _finish(summary, f"bilsky --count {args.count or 40} --vertebrae {args.vertebrae} --models {args.models}",
+                   print_tables, args.json)
+
+
+def _run_real(args: argparse.Namespace) -> int:
+    from training.evaluate_real import evaluate_real, print_tables
+
+    if args.data_root is None or not (args.data_root / "ImageDatasets").is_dir():
+        print("evaluate real: --data-root must be the folder holding ImageDatasets/ (FastCleverSeg)", file=sys.stderr)
+        return 2
+    summary = evaluate_real(args.data_root, args.models, args.split, jobs=args.jobs)
+    return _finish(summary, f"real --data-root {args.data_root} --split {args.split} --models {args.models}",
                    print_tables, args.json)
 
 
