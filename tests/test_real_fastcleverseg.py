@@ -43,8 +43,8 @@ def test_vb3_labels_are_levels_and_the_stack_outlines_each_body_at_its_corners(t
     np.testing.assert_allclose(quad.corners_px, [[88, 40], [88, 74], [111, 74], [111, 40]])
     assert len(l3.slice_quads) == 7  # 4 mm slices at least half inside the 24 mm wide body (planes 10-33)
     assert abs(l3.height_mm - 23.0) < 1e-6
-    # Centroid in LPS mm: rows go to the feet (−S), columns to the back (+P).
-    np.testing.assert_allclose(l3.centroid_mm, [21.5, 57.0, -99.5])
+    # Centroid in LPS mm: slices go to the right (−L), rows to the feet (−S), columns to the back (+P).
+    np.testing.assert_allclose(l3.centroid_mm, [-21.5, 57.0, -99.5])
 
 
 def test_vb2_levels_count_up_from_l5_and_a_missing_body_makes_them_doubtful(tmp_path):
@@ -81,3 +81,18 @@ def test_splits_are_fixed_per_subject_and_disc_data_is_test_only():
     splits = [subject_split("VB3", f"{i:02d}") for i in range(1, 55)]
     assert splits == [subject_split("VB3", f"{i:02d}") for i in range(1, 55)]
     assert {"train", "val", "test"} == set(splits)
+
+
+def test_a_subject_written_as_dicom_reads_back_as_the_same_stack(tmp_path):
+    from operators.core.dicom_io import scan_study_folder
+    from training.real.fastcleverseg import write_subject_study
+
+    subject = load_subject("VB3", _write_subject(tmp_path / DATASETS["VB3"].folder, "07", [1, 2, 3, 4, 5]))
+    truth = write_subject_study(subject, tmp_path / "study_VB3_07")
+    scan = scan_study_folder(tmp_path / "study_VB3_07" / "study")
+    assert [s.series_instance_uid for s in scan.series] == [truth["series"][0]["series_instance_uid"]]
+    loaded = scan.series[0].stacks[0].load()
+    expected = sagittal_stack(subject, "x")
+    np.testing.assert_allclose(loaded.pixels, np.round(expected.pixels), atol=0.5)
+    np.testing.assert_allclose(loaded.geometry.affine, expected.geometry.affine, atol=1e-4)
+    assert [e["level"] for e in truth["vertebrae"][:5]] == ["L1", "L2", "L3", "L4", "L5"]

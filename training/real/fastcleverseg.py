@@ -28,7 +28,8 @@ thick-slice stack a scanner would write, and derives each body's 4 corners and c
 from the mask (:func:`body_outline`).
 
 Geometry: the files carry none. The grid is 1 mm, so only the patient axes are assumed — rows to
-the feet (−S), columns to the back (+P), slices to the patient's left (+L; left and right are not
+the feet (−S), columns to the back (+P), slices to the patient's right (−L, the DICOM normal of those
+rows and columns, so a reader keeps the slice order; left and right are not
 recorded, and a lumbar detector does not depend on it) — see :func:`stack_geometry`.
 """
 
@@ -167,14 +168,14 @@ class RealSubject:
 
 
 def stack_geometry(shape: tuple[int, int, int], slice_mm: float = 1.0) -> VolumeGeometry:
-    """(slice, row, column) → LPS mm for a FastCleverSeg grid in stack order: slices +L at
-    ``slice_mm`` (the first slice centred as the first 1 mm plane it averages), rows −S and
-    columns +P at 1 mm."""
+    """(slice, row, column) → LPS mm for a FastCleverSeg grid in stack order: slices −L (row × column,
+    the DICOM slice normal) at ``slice_mm`` (the first slice centred on the 1 mm planes it averages),
+    rows −S and columns +P at 1 mm."""
     affine = np.eye(4)
-    affine[:3, 0] = (slice_mm, 0.0, 0.0)
+    affine[:3, 0] = (-slice_mm, 0.0, 0.0)
     affine[:3, 1] = (0.0, 0.0, -1.0)
     affine[:3, 2] = (0.0, 1.0, 0.0)
-    affine[:3, 3] = ((slice_mm - 1.0) / 2.0, 0.0, 0.0)
+    affine[:3, 3] = (-(slice_mm - 1.0) / 2.0, 0.0, 0.0)
     return VolumeGeometry(affine, shape)
 
 
