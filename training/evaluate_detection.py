@@ -84,6 +84,17 @@ class Score:
         }
 
 
+def nearest_first(pairs: Sequence[tuple[float, int, int]]) -> list[tuple[float, int, int]]:
+    """One-to-one matches from candidate ``(distance, prediction, truth)`` pairs, nearest first."""
+    used_predictions, used_truths, matches = set(), set(), []
+    for distance, p, t in sorted(pairs):
+        if p not in used_predictions and t not in used_truths:
+            used_predictions.add(p)
+            used_truths.add(t)
+            matches.append((distance, p, t))
+    return matches
+
+
 def score_study(truth: dict, series_uids: Sequence[str], predictions: Sequence[tuple[str, np.ndarray]]) -> Score:
     """Score predicted ``(level, centroid_mm)`` against the truth for the scored series."""
     candidates = [v for v in truth["vertebrae"] if v["level"] not in LEVELS_WITHOUT_BODY]
@@ -94,13 +105,8 @@ def score_study(truth: dict, series_uids: Sequence[str], predictions: Sequence[t
             distance = float(np.linalg.norm(np.asarray(centroid) - vertebra["centroid_mm"]))
             if distance <= 0.5 * vertebra["height_mm"]:
                 pairs.append((distance, p, t))
-    matched_p, matched_t = set(), set()
     score = Score(true=sum(in_view), predicted=len(predictions))
-    for distance, p, t in sorted(pairs):
-        if p in matched_p or t in matched_t:
-            continue
-        matched_p.add(p)
-        matched_t.add(t)
+    for distance, p, t in nearest_first(pairs):
         if not in_view[t]:
             score = score + Score(ignored=1)
             continue

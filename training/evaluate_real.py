@@ -23,38 +23,25 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from operators.core.vertebra_detection import fuse_series
-from operators.core.vertebra_pipeline import LabelledVertebra, SagittalStack, detect_in_stack, label_vertebrae
+from operators.core.vertebra_pipeline import LabelledVertebra, SagittalStack, detect_vertebrae, label_vertebrae, report_entries
 from operators.core.volume_extraction import disc_frames
 from training.evaluate import map_jobs
-from training.evaluate_detection import Score, _networks, score_study
+from training.evaluate_detection import Score, _networks, nearest_first, score_study
 from training.real.fastcleverseg import DATASETS, RealSubject, find_subjects, load_subject, sagittal_stack, truth_entries
 
 #: Where ``evaluate detection --json`` keeps the synthetic numbers printed beside the real ones.
 SYNTHETIC_EVALUATION_JSON = Path("docs/evaluation/detection.json")
 
 
-@dataclass(frozen=True)
-class _Level:
-    """A predicted body in the shape :func:`disc_frames` reads."""
-
-    level: str
-    centroid_mm: np.ndarray
-    corners_mm: np.ndarray
-
-
 def predict_subject(stack: SagittalStack, models: Path) -> list[LabelledVertebra]:
     """Detection, fusion and labelling of one stack, as the app runs them."""
     detector, appearance, context = _networks(models)
-    detected = detect_in_stack(stack, detector)
-    fused = fuse_series([detected], lambda uid, point: True, series_uids=[stack.series_instance_uid])
-    labelled, _ = label_vertebrae(fused, [stack], appearance, context)
+    labelled, _ = label_vertebrae(detect_vertebrae([stack], detector), [stack], appearance, context)
     return labelled
 
 
@@ -63,23 +50,18 @@ def score_discs(subject: RealSubject, labelled: Sequence[LabelledVertebra]) -> d
     true_names = list(subject.disc_centres_mm)
     true_centres = np.array([subject.disc_centres_mm[name] for name in true_names])
     radius = 0.5 * float(np.median(np.linalg.norm(np.diff(true_centres, axis=0), axis=1)))
-    frames = disc_frames([_Level(v.level, v.vertebra.centroid_mm, v.vertebra.corners_mm) for v in labelled])
-    pairs = sorted(
-        (float(np.linalg.norm(frame.centre_mm - centre)), p, t)
+    frames = disc_frames(report_entries(labelled))
+    pairs = [
+        (distance, p, t)
         for p, frame in enumerate(frames) for t, centre in enumerate(true_centres)
-    )
-    used_p, used_t = set(), set()
-    matched = identified = 0
-    distance_sum = 0.0
-    for distance, p, t in pairs:
-        if distance > radius or p in used_p or t in used_t:
-            continue
-        used_p.add(p)
-        used_t.add(t)
-        matched += 1
-        distance_sum += distance
-        identified += int(frames[p].level == true_names[t])
-    return {"true": len(true_names), "matched": matched, "identified": identified, "distance_sum_mm": distance_sum}
+        if (distance := float(np.linalg.norm(frame.centre_mm - centre))) <= radius
+    ]
+    matches = nearest_first(pairs)
+    return {
+        "true": len(true_names), "matched": len(matches),
+        "identified": sum(int(frames[p].level == true_names[t]) for _, p, t in matches),
+        "distance_sum_mm": sum(distance for distance, _, _ in matches),
+    }
 
 
 def evaluate_subject(job: tuple[str, Path, Path]) -> dict[str, Any]:

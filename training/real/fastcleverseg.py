@@ -20,7 +20,7 @@ What the values mean (the datasets' readmes, and checked here):
 ``VB1`` is reserved for independent evaluation: :func:`load_subject` refuses it. Nothing here is
 committed to the repository; every function takes the user's ``--data-root`` (the folder holding
 ``ImageDatasets``). The mirror may list files without their content: :func:`find_subjects` skips
-those and :func:`inventory` counts them.
+those.
 
 The stored grid is 1 mm across the body, but the scans were acquired as 2D slices of 3.3–4.4 mm:
 :func:`sagittal_stack` averages :data:`ACQUIRED_SLICE_MM` of 1 mm planes into one slice, the
@@ -38,7 +38,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -186,16 +186,6 @@ def subject_split(dataset: str, subject: str) -> str:
         return "test"
     tenth = int(hashlib.sha256(f"{dataset}:{subject}".encode()).hexdigest()[:8], 16) % 10
     return "train" if tenth < 6 else "val" if tenth < 8 else "test"
-
-
-def inventory(data_root: Path) -> dict[str, dict[str, int]]:
-    """Per dataset: subject files with content (``present``) and listed without it (``absent``: empty files)."""
-    counts = {}
-    for name, dataset in DATASETS.items():
-        files = sorted((data_root / dataset.folder).glob("*.mat"))
-        present = sum(1 for f in files if f.stat().st_size > 0)
-        counts[name] = {"present": present, "absent": len(files) - present}
-    return counts
 
 
 def find_subjects(data_root: Path, datasets: Sequence[str] = tuple(DATASETS), split: str | None = None) -> list[tuple[str, Path]]:
@@ -412,15 +402,4 @@ def write_subject_study(subject: RealSubject, out_dir: Path) -> dict[str, Any]:
     }
     (out_dir / "truth.json").write_text(json.dumps(truth, indent=1))
     return truth
-
-
-def iter_stacks(data_root: Path, split: str, datasets: Sequence[str]) -> Iterator[tuple[RealSubject, RealStack]]:
-    """Every readable subject of ``split`` as (subject, stack); unreadable files are logged and skipped."""
-    for dataset, path in find_subjects(data_root, datasets, split):
-        try:
-            subject = load_subject(dataset, path)
-        except (ValueError, OSError) as error:
-            logger.warning("%s %s skipped: %s", dataset, path.name, error)
-            continue
-        yield subject, sagittal_stack(subject, f"real.{subject.name}")
 
