@@ -22,6 +22,7 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 import pytest
+import scipy.io
 
 from operators.core.geometry import VolumeGeometry
 from training.synthetic.dicom_writer import PatientStudy, write_series
@@ -267,3 +268,26 @@ def rsna_fixture_truth(study_uid: str, series: list[dict], seed: int, blank: tup
         discs.append(disc)
     return {"schema": "spine-map-synthetic-truth/1", "study_instance_uid": study_uid, "field_of_view": "lumbar",
             "anatomy": {"transitional": None}, "series": series, "vertebrae": vertebrae, "discs": discs}
+
+
+FASTCLEVERSEG_BODY_ROWS = [(20, 44), (54, 78), (88, 112), (122, 146), (156, 180)]  # 24 mm bodies, 10 mm discs, cranial first
+FASTCLEVERSEG_COLUMNS = (40, 75)  # 35 mm deep, in front of the canal
+FASTCLEVERSEG_LATERAL = (10, 34)  # 24 planes wide
+
+
+def write_fastcleverseg_subject(folder: Path, name: str, label_of_body: list[int], missing: int | None = None) -> Path:
+    """A FastCleverSeg-layout ``<name>.mat`` (``I`` 8-bit, ``GT`` labels; rows head → feet, columns front →
+    back, lateral last) with box bodies at :data:`FASTCLEVERSEG_BODY_ROWS`, labelled ``label_of_body``
+    cranial first; ``missing`` leaves one body out."""
+    image = np.zeros((200, 120, 44), np.uint8)
+    labels = np.zeros_like(image)
+    for body, value in enumerate(label_of_body):
+        if body == missing:
+            continue
+        rows = slice(*FASTCLEVERSEG_BODY_ROWS[body])
+        image[rows, slice(*FASTCLEVERSEG_COLUMNS), slice(*FASTCLEVERSEG_LATERAL)] = 200
+        labels[rows, slice(*FASTCLEVERSEG_COLUMNS), slice(*FASTCLEVERSEG_LATERAL)] = value
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.mat"
+    scipy.io.savemat(path, {"I": image, "GT": labels})
+    return path

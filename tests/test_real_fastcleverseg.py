@@ -1,33 +1,12 @@
 """FastCleverSeg adapter on fixtures written in the datasets' own .mat layout (I, GT; rows head → feet,
 columns front → back, lateral slices last)."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
-import scipy.io
 
+from conftest import write_fastcleverseg_subject as _write_subject
 from training.real.fastcleverseg import DATASETS, find_subjects, load_subject, sagittal_stack, subject_split, truth_entries
-
-BODY_ROWS = [(20, 44), (54, 78), (88, 112), (122, 146), (156, 180)]  # 24 mm bodies, 10 mm discs, cranial first
-COLUMNS = (40, 75)  # 35 mm deep, in front of the canal
-LATERAL = (10, 34)  # 24 planes wide
-
-
-def _write_subject(folder: Path, name: str, label_of_body: list[int], missing: int | None = None) -> Path:
-    image = np.zeros((200, 120, 44), np.uint8)
-    labels = np.zeros_like(image)
-    for body, value in enumerate(label_of_body):
-        if body == missing:
-            continue
-        rows = slice(*BODY_ROWS[body])
-        image[rows, slice(*COLUMNS), slice(*LATERAL)] = 200
-        labels[rows, slice(*COLUMNS), slice(*LATERAL)] = value
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.mat"
-    scipy.io.savemat(path, {"I": image, "GT": labels})
-    return path
-
 
 def test_vb3_labels_are_levels_and_the_stack_outlines_each_body_at_its_corners(tmp_path):
     path = _write_subject(tmp_path / DATASETS["VB3"].folder, "01", [1, 2, 3, 4, 5])
@@ -96,3 +75,71 @@ def test_a_subject_written_as_dicom_reads_back_as_the_same_stack(tmp_path):
     np.testing.assert_allclose(loaded.pixels, np.round(expected.pixels), atol=0.5)
     np.testing.assert_allclose(loaded.geometry.affine, expected.geometry.affine, atol=1e-4)
     assert [e["level"] for e in truth["vertebrae"][:5]] == ["L1", "L2", "L3", "L4", "L5"]
+
+
+def test_real_subjects_become_training_samples_with_the_unannotated_run_masked(tmp_path):
+    from operators.core.vertebra_detection import DETECTOR_MM_PER_PX
+    from training.detection.labeller import LabellerData
+    from training.detection.slice_cache import CachedSeries
+    from training.real.training_cache import cache_real_split
+
+    folder = tmp_path / DATASETS["VB3"].folder
+    _write_subject(folder, "01", [1, 2, 3, 4, 5])  # split "train"
+    _write_subject(folder, "03", [1, 2, 3, 4, 5])  # split "val": not in the train cache
+    _write_subject(folder, "07", [1, 2, 3, 4, 5], missing=2)  # doubtful levels: not trained on
+    detector_files, labeller_files = cache_real_split(tmp_path, "train", tmp_path / "det", tmp_path / "lab")
+    assert [f.name for f in detector_files] == ["real_VB3_01.npz"]
+
+    series = CachedSeries.load(detector_files[0])
+    assert series.real and series.loss_mask.shape == series.images.shape
+    assert set(series.quad_levels) == {"L1", "L2", "L3", "L4", "L5"}
+    # Bodies at rows 20-44 … 156-180 (1 mm) with 10 mm discs: the run ends 17 mm (half a body step)
+    # beyond the outermost centroids, at rows 14.5 and 184.5 of the 1 mm grid.
+    column = series.loss_mask[5, :, 40]
+    rows_mm = np.flatnonzero(column) * DETECTOR_MM_PER_PX
+    assert 13.0 <= rows_mm.min() <= 17.0 and 182.0 <= rows_mm.max() <= 186.0
+
+    data = LabellerData.load(labeller_files)
+    assert data.real.all() and len(data.groups) == 1
+    assert len(data.volumes) == 5
+
+
+def test_masked_pixels_do_not_change_the_detector_loss():
+    import torch
+
+    from training.detection.detector import VFRLoss
+
+    rng = np.random.default_rng(0)
+    target = torch.as_tensor(rng.random((1, 13, 32, 32)), dtype=torch.float32)
+    prediction = torch.as_tensor(rng.random((1, 13, 32, 32)), dtype=torch.float32)
+    vector_weight = torch.ones((1, 4, 32, 32))
+    pixel_weight = torch.ones((1, 1, 32, 32))
+    pixel_weight[..., :16, :] = 0.0
+    changed = prediction.clone()
+    changed[..., :16, :] = 1.0 - changed[..., :16, :]
+    loss = VFRLoss()
+    assert torch.isclose(loss(prediction, target, vector_weight, pixel_weight), loss(changed, target, vector_weight, pixel_weight))
+    assert not torch.isclose(loss(prediction, target, vector_weight), loss(changed, target, vector_weight))
+
+
+def test_a_few_real_items_get_their_share_of_the_draws():
+    from training.detection.slice_cache import mixed_draw
+
+    real = np.zeros(100, bool)
+    real[[3, 50]] = True
+    draws = mixed_draw(real, 0.5, 4000, np.random.default_rng(0))
+    assert 0.45 < real[draws].mean() < 0.55
+    assert set(draws[real[draws]]) == {3, 50}
+    # Only one source: uniform over all items.
+    assert set(mixed_draw(np.zeros(3, bool), 0.5, 200, np.random.default_rng(0))) == {0, 1, 2}
+
+
+def test_quantisation_leaves_at_most_two_to_the_bits_levels_within_half_a_step():
+    from training.augment import RandQuantised
+
+    image = np.random.default_rng(0).normal(size=(1, 40, 40)).astype(np.float32)
+    quantise = RandQuantised("image", bits_range=(6, 6), prob=1.0)
+    out = quantise({"image": image})["image"]
+    step = (image.max() - image.min()) / 63
+    assert len(np.unique(out)) <= 64
+    assert np.abs(out - image).max() <= step / 2 + 1e-6

@@ -26,11 +26,13 @@ from operators.core.vertebra_pipeline import (
     detect_vertebrae,
     label_vertebrae,
 )
-from training.detection.cli import main_stages
+from conftest import write_fastcleverseg_subject
+from training.detection.cli import initial_state, main_stages
 from training.detection.detector import DetectorConfig, SlicePatchDataset, train_detector
-from training.detection.labeller import LabellerConfig, LabellerData, cache_labeller_study
+from training.detection.labeller import LabellerConfig, LabellerData, cache_labeller_study, make_appearance_net
 from training.detection.slice_cache import CachedSeries, cache_study
 from training.export import sha256_of
+from training.real.fastcleverseg import DATASETS
 from training.synthetic.study import StudyConfig, generate_study
 
 TINY_DETECTOR = DetectorConfig(decoder_channels=(32, 16, 16, 8, 8), patch_px=96, batch_size=4, steps=40)
@@ -98,12 +100,18 @@ def test_labeller_cache_and_classes(training_studies: Path, tmp_path: Path) -> N
 
 
 def test_all_stages_export_models_that_the_app_core_runs(training_studies: Path, tmp_path: Path) -> None:
-    """cache → detector → appearance → context → export → cards with tiny settings, then the exported
-    ONNX models run through the same core functions as the app on a generated study."""
+    """cache → detector → appearance → context → export → cards with tiny settings, on generated
+    studies mixed with real-layout subjects, then the exported ONNX models run through the same core
+    functions as the app on a generated study, and fine-tuning starts from exactly those weights."""
     models = tmp_path / "models"
+    real_root = tmp_path / "fastcleverseg"
+    for name in ("01", "03"):  # train and val splits
+        write_fastcleverseg_subject(real_root / DATASETS["VB3"].folder, name, [1, 2, 3, 4, 5])
     # A handful of steps: this test is about the stages fitting together, not about learning.
     main_stages(training_studies, training_studies, tmp_path / "work", models, replace(TINY_DETECTOR, steps=4),
-                replace(TINY_LABELLER, appearance_steps=4, context_steps=4), threads=2)
+                replace(TINY_LABELLER, appearance_steps=4, context_steps=4), threads=2, real_root=real_root)
+    assert (tmp_path / "work/cache/train/detector/real_VB3_01.npz").exists()
+    assert (tmp_path / "work/cache/val/labeller/real_VB3_03.npz").exists()
     manifest = json.loads((models / "manifest.json").read_text())
     assert set(manifest["models"]) == {"vertebra_detector", "level_appearance", "level_context"}
     for name, entry in manifest["models"].items():
@@ -115,6 +123,13 @@ def test_all_stages_export_models_that_the_app_core_runs(training_studies: Path,
         # TorchScript loads without our code and accepts a dynamic batch.
         scripted = torch.jit.load(str(models / entry["torchscript"]))
         assert scripted is not None
+
+    appearance = make_appearance_net(TINY_LABELLER)
+    appearance.load_state_dict(initial_state(models, APPEARANCE_MODEL))
+    volume = np.random.default_rng(0).normal(size=(2, *APPEARANCE_SHAPE)).astype(np.float32)
+    with torch.no_grad():
+        from_checkpoint = appearance.eval()(torch.as_tensor(volume)).numpy()
+    np.testing.assert_allclose(from_checkpoint, open_model(APPEARANCE_MODEL, models).run({"volume": volume})[0], atol=1e-4)
 
     scan = scan_study_folder(next(training_studies.glob("study_120900")) / "study")
     stacks = []

@@ -11,8 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from monai.config import KeysCollection
 from monai.transforms import (
     Compose,
+    MapTransform,
     RandAdjustContrastd,
     RandBiasFieldd,
     RandGaussianNoised,
@@ -21,17 +23,53 @@ from monai.transforms import (
     RandHistogramShiftd,
     RandScaleIntensityd,
     RandShiftIntensityd,
+    RandomizableTransform,
 )
 from scipy import ndimage
 
 
+class RandQuantised(RandomizableTransform, MapTransform):
+    """Round an image to ``2**bits`` evenly spaced levels between its minimum and maximum, ``bits``
+    drawn from ``bits_range`` (inclusive).
+
+    Public and exported images are often 8-bit (FastCleverSeg rescaled its 16-bit scans to 1..256,
+    PNG/JPEG exports), while our DICOM is 12–16-bit: after normalisation the first are a staircase
+    of ~200 values, the second smooth. Training on both keeps the networks from keying on either.
+    """
+
+    def __init__(self, keys: KeysCollection, bits_range: tuple[int, int] = (6, 8), prob: float = 0.2) -> None:
+        MapTransform.__init__(self, keys)
+        RandomizableTransform.__init__(self, prob)
+        self.bits_range = bits_range
+        self.bits = bits_range[1]
+
+    def randomize(self, data=None) -> None:
+        super().randomize(None)
+        self.bits = int(self.R.randint(self.bits_range[0], self.bits_range[1] + 1))
+
+    def __call__(self, data):
+        self.randomize()
+        if not self._do_transform:
+            return data
+        result = dict(data)
+        levels = 2**self.bits - 1
+        for key in self.key_iterator(result):
+            image = np.asarray(result[key], dtype=np.float32)
+            low, high = float(image.min()), float(image.max())
+            if high > low:
+                result[key] = (np.round((image - low) / (high - low) * levels) / levels * (high - low) + low).astype(np.float32)
+        return result
+
+
 def intensity_augmentation() -> Compose:
-    """Contrast, gamma, brightness, noise, bias field and resolution changes for a normalised image.
+    """Contrast, gamma, brightness, noise, bias field, resolution and bit-depth changes for a
+    normalised image.
 
     Ranges are wide on purpose (the app meets scanners and protocols we never generated): gamma
     0.5–2, intensity scale ±30 %, shift ±0.15, Gaussian noise σ up to 0.08 (normalised units),
-    bias field coefficients up to 0.4, blur σ up to 1.5 px (lower resolution), ringing, and
-    non-linear histogram remapping.
+    bias field coefficients up to 0.4, blur σ up to 1.5 px (lower resolution), ringing,
+    non-linear histogram remapping and 6–8-bit quantisation (:class:`RandQuantised`, applied
+    before the noise, as an 8-bit export of a noisy scan).
     """
     keys = ("image",)
     return Compose(
@@ -43,6 +81,7 @@ def intensity_augmentation() -> Compose:
             RandShiftIntensityd(keys, offsets=0.15, prob=0.3),
             RandGaussianSmoothd(keys, sigma_x=(0.3, 1.5), sigma_y=(0.3, 1.5), sigma_z=(0.3, 1.5), prob=0.25),
             RandGibbsNoised(keys, alpha=(0.0, 0.5), prob=0.1),
+            RandQuantised(keys, bits_range=(6, 8), prob=0.2),
             RandGaussianNoised(keys, std=0.08, prob=0.4),
         ]
     )

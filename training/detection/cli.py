@@ -3,13 +3,17 @@
 Stages (``--stage``, default ``all`` runs them in this order):
 
 * ``cache`` — sagittal slices on the detector grid and appearance volumes of every true body, from
-  studies made by ``python -m training generate`` (``--train``/``--val`` folders of ``study_<seed>``);
+  studies made by ``python -m training generate`` (``--train``/``--val`` folders of ``study_<seed>``)
+  and, with ``--real-root``, from the train/val subjects of the real FastCleverSeg datasets
+  (:mod:`training.real.training_cache`; training draws ``real_fraction`` of its examples from them);
 * ``detector`` — the VFR network; ``appearance`` and ``context`` — the labeller networks;
 * ``export`` — ONNX + TorchScript into ``--models`` with sha256 in ``manifest.json``;
 * ``cards`` — model cards ``models/<name>.md`` with the numbers of
   ``python -m training evaluate detection --json docs/evaluation/detection.json``.
 
-Checkpoints and training histories go to ``--work``. Example (the shipped weights)::
+Checkpoints and training histories go to ``--work``. ``--init-models DIR`` starts each network from
+the weights in ``DIR`` (``<name>.ts``) instead of a random initialisation: fine-tuning shipped models
+on a site's data. Example (the shipped weights from scratch)::
 
     python -m training generate --seed 120000 --count 60 --fov lumbar --kinds sag_t1,sag_t2,sag_stir --out data/train
     ... (see README "Training" for every field of view)
@@ -42,6 +46,7 @@ from training.detection.labeller import (
 )
 from training.detection.slice_cache import CachedSeries, build_cache
 from training.detection.cards import write_card
+from training.real.training_cache import cache_real_split
 from training.export import ExportSpec, export_checkpoints
 from training.stages import add_stage_arguments, selected_stages
 
@@ -62,37 +67,52 @@ def _studies(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if (p / "truth.json").exists())
 
 
-def _cache(split_folder: Path, work: Path, split: str) -> tuple[list[Path], list[Path]]:
+def _cache(split_folder: Path, work: Path, split: str, real_root: Path | None) -> tuple[list[Path], list[Path]]:
     studies = _studies(split_folder)
-    detector_files = build_cache(studies, work / "cache" / split / "detector")
-    labeller_dir = work / "cache" / split / "labeller"
+    detector_dir, labeller_dir = work / "cache" / split / "detector", work / "cache" / split / "labeller"
+    detector_files = build_cache(studies, detector_dir)
     labeller_dir.mkdir(parents=True, exist_ok=True)
     labeller_files = [f for f in (cache_labeller_study(s, labeller_dir) for s in studies) if f is not None]
+    if real_root is not None:
+        real_detector, real_labeller = cache_real_split(real_root, split, detector_dir, labeller_dir)
+        logger.info("%s: %d real subjects cached", split, len(real_detector))
+        detector_files += real_detector
+        labeller_files += real_labeller
     return detector_files, labeller_files
+
+
+def initial_state(models: Path | None, name: str) -> dict | None:
+    """State dict of ``models/<name>.ts`` (TorchScript keeps the module's parameter names), or ``None``."""
+    return None if models is None else torch.jit.load(models / f"{name}.ts").state_dict()
 
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     main_stages(
         args.train, args.val, args.work, args.models,
-        DetectorConfig(steps=args.detector_steps, patch_px=args.patch_px, batch_size=args.batch_size),
-        LabellerConfig(appearance_steps=args.appearance_steps, context_steps=args.context_steps),
+        DetectorConfig(steps=args.detector_steps, patch_px=args.patch_px, batch_size=args.batch_size,
+                       learning_rate=args.learning_rate, real_fraction=args.real_fraction),
+        LabellerConfig(appearance_steps=args.appearance_steps, context_steps=args.context_steps,
+                       learning_rate=args.learning_rate, real_fraction=args.real_fraction),
         threads=args.threads,
         stages=selected_stages(args, STAGES),
+        real_root=args.real_root,
+        init_models=args.init_models,
     )
     return 0
 
 
 def main_stages(
     train: Path, val: Path, work: Path, models: Path, detector_config: DetectorConfig, labeller_config: LabellerConfig,
-    *, threads: int = 2, stages: tuple[str, ...] = STAGES,
+    *, threads: int = 2, stages: tuple[str, ...] = STAGES, real_root: Path | None = None, init_models: Path | None = None,
 ) -> None:
-    """Run ``stages`` (in :data:`STAGES` order) on the studies in ``train``/``val``; see the module docstring."""
+    """Run ``stages`` (in :data:`STAGES` order) on the studies in ``train``/``val`` (and the real
+    subjects under ``real_root``), starting from ``init_models`` when given; see the module docstring."""
     torch.set_num_threads(threads)
     work.mkdir(parents=True, exist_ok=True)
     if "cache" in stages:
         for split, folder in (("train", train), ("val", val)):
-            detector_files, labeller_files = _cache(folder, work, split)
+            detector_files, labeller_files = _cache(folder, work, split, real_root)
             logger.info("%s: %d detector series, %d labeller studies cached", split, len(detector_files), len(labeller_files))
 
     def series(split: str) -> list[CachedSeries]:
@@ -102,10 +122,12 @@ def main_stages(
         return LabellerData.load(sorted((work / "cache" / split / "labeller").glob("*.npz")))
 
     if "detector" in stages:
-        history = train_detector(series("train"), series("val"), detector_config, work / "vertebra_detector.pt")
+        history = train_detector(series("train"), series("val"), detector_config, work / "vertebra_detector.pt",
+                                 initial_state=initial_state(init_models, DETECTOR_MODEL))
         (work / "vertebra_detector.history.json").write_text(json.dumps(history, indent=1))
     if "appearance" in stages:
-        history = train_appearance(labeller_data("train"), labeller_data("val"), labeller_config, work / "level_appearance.pt")
+        history = train_appearance(labeller_data("train"), labeller_data("val"), labeller_config, work / "level_appearance.pt",
+                                   initial_state(init_models, APPEARANCE_MODEL))
         (work / "level_appearance.history.json").write_text(json.dumps(history, indent=1))
     if "context" in stages:
         appearance = make_appearance_net(labeller_config)
@@ -113,7 +135,7 @@ def main_stages(
         train_data, val_data = labeller_data("train"), labeller_data("val")
         history = train_context(
             train_data, appearance_logits(appearance, train_data), val_data, appearance_logits(appearance, val_data),
-            labeller_config, work / "level_context.pt",
+            labeller_config, work / "level_context.pt", initial_state(init_models, CONTEXT_MODEL),
         )
         (work / "level_context.history.json").write_text(json.dumps(history, indent=1))
     if "export" in stages:
@@ -172,4 +194,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--context-steps", type=int, default=LabellerConfig.context_steps)
     parser.add_argument("--patch-px", type=int, default=DetectorConfig.patch_px)
     parser.add_argument("--batch-size", type=int, default=DetectorConfig.batch_size)
+    parser.add_argument("--learning-rate", type=float, default=DetectorConfig.learning_rate,
+                        help="peak learning rate of every network (lower it when fine-tuning with --init-models)")
+    parser.add_argument("--real-root", type=Path,
+                        help="folder holding the FastCleverSeg ImageDatasets/: also train on its train/val subjects")
+    parser.add_argument("--real-fraction", type=float, default=DetectorConfig.real_fraction,
+                        help="share of training examples drawn from real subjects when there are any")
+    parser.add_argument("--init-models", type=Path, help="start from the weights in this models folder (fine-tuning)")
     parser.set_defaults(run=run)

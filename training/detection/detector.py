@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 from operators.core.vertebra_detection import N_OUTPUT_CHANNELS, render_targets, vector_mask
 from training.augment import intensity_augmentation, random_patch_affine, warp_image
 from training.progress import TrainingProgress
-from training.detection.slice_cache import CachedSeries
+from training.detection.slice_cache import CachedSeries, mixed_draw
 
 #: Heatmap channels (4 corners + centroid) and vector channels (2 per corner) of the output.
 N_HEATMAPS = 5
@@ -51,6 +51,9 @@ class DetectorConfig:
     steps: int = 3000
     learning_rate: float = 1e-3
     vector_loss_weight: float = 1.0
+    # Share of training patches from real annotated scans when the training set has any (see
+    # training.detection.labeller.mixed_draw).
+    real_fraction: float = 0.5
     seed: int = 0
 
 
@@ -87,9 +90,10 @@ def make_detector(config: DetectorConfig) -> nn.Module:
 class VFRLoss(nn.Module):
     """SpineNetV2 detection + grouping loss, with a cross-entropy term added to the detection part.
 
-    ``forward(prediction, target, vector_weight)``: prediction/target (N, 13, H, W) (heatmaps after
-    the sigmoid); vector_weight (N, 4, H, W) 1 where a corner's vector target is defined. Returns a
-    scalar:
+    ``forward(prediction, target, vector_weight, pixel_weight=None)``: prediction/target (N, 13, H, W)
+    (heatmaps after the sigmoid); vector_weight (N, 4, H, W) 1 where a corner's vector target is
+    defined; pixel_weight (N, 1, H, W), 0 where the image shows bodies nobody outlined (every term
+    ignores those pixels). Returns a scalar:
 
     * ``paper_l1_weight`` × the paper's class-balanced L1 on the heatmaps (eq. 2–3);
     * a binary cross-entropy on the heatmaps, each pixel weighted ``1 + 9 × target`` (ours);
@@ -107,19 +111,23 @@ class VFRLoss(nn.Module):
         self.vector_loss_weight = vector_loss_weight
         self.paper_l1_weight = paper_l1_weight
 
-    def forward(self, prediction: torch.Tensor, target: torch.Tensor, vector_weight: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, prediction: torch.Tensor, target: torch.Tensor, vector_weight: torch.Tensor, pixel_weight: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if pixel_weight is None:
+            pixel_weight = torch.ones_like(target[:, :1])
         heat_prediction, heat_target = prediction[:, :N_HEATMAPS], target[:, :N_HEATMAPS]
         positive = (heat_target >= HEATMAP_POSITIVE_THRESHOLD).float()
         n_positive = positive.sum(dim=(2, 3), keepdim=True)
         n_negative = positive[0, 0].numel() - n_positive
         # Paper eq. 3: the rare positive pixels get the (large) negative share of the weight.
-        alpha = (positive * n_negative + (1.0 - positive) * n_positive) / (n_positive + n_negative)
+        alpha = pixel_weight * (positive * n_negative + (1.0 - positive) * n_positive) / (n_positive + n_negative)
         paper_l1 = (alpha * (heat_prediction - heat_target).abs()).sum(dim=(2, 3)) / (alpha.sum(dim=(2, 3)) + 1e-6)
         clamped = heat_prediction.clamp(1e-6, 1 - 1e-6)
         cross_entropy = -(heat_target * torch.log(clamped) + (1 - heat_target) * torch.log(1 - clamped))
-        cross_entropy = ((1.0 + 9.0 * heat_target) * cross_entropy).mean()
+        cross_entropy = (pixel_weight * (1.0 + 9.0 * heat_target) * cross_entropy).mean()
         vectors = (prediction[:, N_HEATMAPS:] - target[:, N_HEATMAPS:]) ** 2
-        weights = vector_weight.repeat_interleave(2, dim=1)
+        weights = pixel_weight * vector_weight.repeat_interleave(2, dim=1)
         group = (vectors * weights).sum() / (weights.sum() + 1e-6)
         return self.paper_l1_weight * paper_l1.mean() + cross_entropy + self.vector_loss_weight * group
 
@@ -127,12 +135,18 @@ class VFRLoss(nn.Module):
 class SlicePatchDataset(Dataset):
     """Random augmented patches of cached sagittal slices with their VFR targets.
 
-    Each item: ``image`` (1, P, P) float32, ``target`` (13, P, P), ``vector_weight`` (4, P, P).
-    The length is nominal (``samples``); every draw picks a random series and slice from ``rng``.
+    Each item: ``image`` (1, P, P) float32, ``target`` (13, P, P), ``vector_weight`` (4, P, P),
+    ``pixel_weight`` (1, P, P) (the series' loss mask; 1 outside the image, which is background).
+    The length is nominal (``samples``); every draw picks a random series and slice from ``rng``,
+    from a real series with probability ``real_fraction`` when there are real and synthetic ones.
     """
 
-    def __init__(self, series: Sequence[CachedSeries], patch_px: int, samples: int, seed: int, augment: bool = True) -> None:
+    def __init__(
+        self, series: Sequence[CachedSeries], patch_px: int, samples: int, seed: int, augment: bool = True,
+        real_fraction: float = 0.0,
+    ) -> None:
         self.series = list(series)
+        self.real_fraction = real_fraction
         self.patch_px = patch_px
         self.samples = samples
         self.seed = seed
@@ -141,13 +155,14 @@ class SlicePatchDataset(Dataset):
         self.intensity.set_random_state(seed)
         # Index (series, slice) pairs so that every slice is equally likely.
         self.index = [(i, s) for i, item in enumerate(self.series) for s in range(item.images.shape[0])]
+        self.index_real = np.array([self.series[i].real for i, _ in self.index], dtype=bool)
 
     def __len__(self) -> int:
         return self.samples
 
     def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng((self.seed, item))
-        series_index, slice_index = self.index[int(rng.integers(len(self.index)))]
+        series_index, slice_index = self.index[int(mixed_draw(self.index_real, self.real_fraction, 1, rng)[0])]
         cached = self.series[series_index]
         image = cached.images[slice_index].astype(np.float32)
         outlines = cached.slice_quads(slice_index)
@@ -165,6 +180,9 @@ class SlicePatchDataset(Dataset):
         shape = (self.patch_px, self.patch_px)
         target = render_targets(quads, shape)
         weight = vector_mask(quads, shape).astype(np.float32)
+        ignored = np.zeros(shape, np.float32)
+        if cached.loss_mask is not None:
+            ignored = warp_image(1.0 - cached.loss_mask[slice_index].astype(np.float32), affine, self.patch_px, order=0)
         patch = patch[None]
         if self.augment:
             patch = np.asarray(self.intensity({"image": patch})["image"], dtype=np.float32)
@@ -172,6 +190,7 @@ class SlicePatchDataset(Dataset):
             "image": torch.from_numpy(np.ascontiguousarray(patch)),
             "target": torch.from_numpy(target),
             "vector_weight": torch.from_numpy(weight),
+            "pixel_weight": torch.from_numpy(np.ascontiguousarray((1.0 - ignored)[None], dtype=np.float32)),
         }
 
 
@@ -183,19 +202,24 @@ def train_detector(
     *,
     log_every: int = 50,
     val_every: int = 500,
+    initial_state: dict | None = None,
 ) -> dict:
     """Train with Adam (paper: lr 1e-3, β = (0.9, 0.999)) and cosine decay; keep the best validation loss.
 
+    ``initial_state``: start from these weights (fine-tuning) instead of a random initialisation.
     Writes the best state dict to ``out_path`` and returns a history dict (losses, wall time).
     """
     torch.manual_seed(config.seed)
     model = make_detector(config)
+    if initial_state is not None:
+        model.load_state_dict(initial_state)
     loss_fn = VFRLoss(config.vector_loss_weight)
     optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate, betas=(0.9, 0.999))
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimiser, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, config.steps) / config.steps))
     )
-    train_data = SlicePatchDataset(train, config.patch_px, config.steps * config.batch_size, config.seed)
+    train_data = SlicePatchDataset(train, config.patch_px, config.steps * config.batch_size, config.seed,
+                                   real_fraction=config.real_fraction)
     val_data = SlicePatchDataset(val, config.patch_px, 256, seed=config.seed + 1, augment=False)
     loader = torch.utils.data.DataLoader(train_data, batch_size=config.batch_size, num_workers=0)
     progress = TrainingProgress("detector", out_path, {"config": asdict(config)}, log_every, higher_is_better=False)
@@ -204,7 +228,7 @@ def train_detector(
         # bfloat16 autocast: ~1.6x faster convolutions on this CPU (avx512_bf16); the loss stays float32.
         with torch.autocast("cpu", dtype=torch.bfloat16):
             prediction = model(batch["image"])
-        loss = loss_fn(prediction.float(), batch["target"], batch["vector_weight"])
+        loss = loss_fn(prediction.float(), batch["target"], batch["vector_weight"], batch["pixel_weight"])
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
@@ -222,6 +246,7 @@ def evaluate_loss(model: nn.Module, data: SlicePatchDataset, loss_fn: VFRLoss, b
     model.eval()
     total, count = 0.0, 0
     for batch in torch.utils.data.DataLoader(data, batch_size=batch_size):
-        total += float(loss_fn(model(batch["image"]), batch["target"], batch["vector_weight"])) * len(batch["image"])
+        loss = loss_fn(model(batch["image"]), batch["target"], batch["vector_weight"], batch["pixel_weight"])
+        total += float(loss) * len(batch["image"])
         count += len(batch["image"])
     return total / max(count, 1)

@@ -31,6 +31,7 @@ from monai.transforms import RandAffined
 from torch import nn
 
 from operators.core.dicom_io import scan_study_folder
+from operators.core.geometry import VolumeGeometry
 from operators.core.level_labelling import (
     APPEARANCE_SHAPE,
     N_CLASSES,
@@ -45,7 +46,7 @@ from operators.core.levels import LABELLER_CLASSES, TRANSITIONAL_AFTER
 from operators.core.vertebra_detection import SliceQuad, Vertebra3D, normalise_intensity
 from training.augment import intensity_augmentation
 from training.progress import TrainingProgress
-from training.detection.slice_cache import SAGITTAL_KINDS
+from training.detection.slice_cache import SAGITTAL_KINDS, SOURCES, is_real, mixed_draw
 from training.detection.truth_projection import slice_quads
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class LabellerConfig:
     batch_size: int = 32
     learning_rate: float = 1e-3
     drop_probability: float = 0.1
+    real_fraction: float = 0.5
     seed: int = 0
 
 
@@ -123,13 +125,42 @@ def truth_vertebrae(truth: dict, series_instance_uid: str, pixels_shape: tuple[i
     return result
 
 
-def cache_labeller_study(study_dir: Path, cache_dir: Path, max_series: int = 2) -> Path | None:
-    """Appearance volumes of every true body in up to ``max_series`` sagittal series of a study.
+def write_labeller_cache(
+    out: Path, stacks: Sequence[tuple[np.ndarray, VolumeGeometry, Sequence[tuple[Vertebra3D, str]]]], source: str = "synthetic"
+) -> Path | None:
+    """Appearance volumes of the true bodies of one study's sagittal stacks.
 
-    Writes ``<cache>/<study>.npz``: ``volumes`` (n, 16, 112, 112) float16, ``series`` (n,) series
-    index within the file, ``spans_mm`` (n, 2) (inferior, superior z of the corners) and ``levels``
-    (n,) str (classes are derived from the levels when loading, :func:`level_class`).
+    Args:
+        out: the ``.npz`` to write.
+        stacks: per stack, its pixels after :func:`normalise_intensity` (S, R, C), its geometry and its
+            true bodies as detector-style bodies with their levels.
+        source: one of :data:`SOURCES`.
+
+    Writes ``volumes`` (n, 16, 112, 112) float16, ``series`` (n,) the stack index, ``spans_mm``
+    (n, 2) (inferior, superior z of the corners), ``levels`` (n,) str (classes are derived from the
+    levels when loading, :func:`level_class`) and ``source``. Returns ``out``, or ``None`` when no
+    stack holds a body.
     """
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {SOURCES}, not {source!r}")
+    volumes, series_ids, spans, levels = [], [], [], []
+    for series_id, (pixels, geometry, bodies) in enumerate(stacks):
+        for vertebra, level in bodies:
+            z = vertebra.corners_mm[:, 2]
+            volumes.append(appearance_volume(pixels, geometry, vertebra).astype(np.float16))
+            series_ids.append(series_id)
+            spans.append((z.min(), z.max()))
+            levels.append(level)
+    if not volumes:
+        return None
+    np.savez(out, volumes=np.stack(volumes), series=np.asarray(series_ids),
+             spans_mm=np.asarray(spans, dtype=np.float32), levels=np.asarray(levels, dtype=str), source=source)
+    return out
+
+
+def cache_labeller_study(study_dir: Path, cache_dir: Path, max_series: int = 2) -> Path | None:
+    """:func:`write_labeller_cache` of up to ``max_series`` sagittal series of a generated study
+    (``study_dir/study`` + ``truth.json``) into ``<cache>/<study>.npz``; kept if already there."""
     out = cache_dir / f"{study_dir.name}.npz"
     if out.exists():
         return out
@@ -139,23 +170,14 @@ def cache_labeller_study(study_dir: Path, cache_dir: Path, max_series: int = 2) 
     scan = scan_study_folder(study_dir / "study")
     candidates = [s for s in scan.series if kinds.get(s.series_instance_uid) in SAGITTAL_KINDS]
     rng.shuffle(candidates)
-    volumes, series_ids, spans, levels = [], [], [], []
-    for series_id, series in enumerate(candidates[:max_series]):
+    stacks = []
+    for series in candidates[:max_series]:
         loaded = series.stacks[0].load()
         if loaded.geometry is None:
             continue
         pixels = normalise_intensity(loaded.pixels)
-        for vertebra, level in truth_vertebrae(truth, series.series_instance_uid, pixels.shape, loaded.geometry):
-            z = vertebra.corners_mm[:, 2]
-            volumes.append(appearance_volume(pixels, loaded.geometry, vertebra).astype(np.float16))
-            series_ids.append(series_id)
-            spans.append((z.min(), z.max()))
-            levels.append(level)
-    if not volumes:
-        return None
-    np.savez(out, volumes=np.stack(volumes), series=np.asarray(series_ids),
-             spans_mm=np.asarray(spans, dtype=np.float32), levels=np.asarray(levels, dtype=str))
-    return out
+        stacks.append((pixels, loaded.geometry, truth_vertebrae(truth, series.series_instance_uid, pixels.shape, loaded.geometry)))
+    return write_labeller_cache(out, stacks)
 
 
 @dataclass
@@ -166,22 +188,32 @@ class LabellerData:
     classes: np.ndarray  # (n,) int, index in LABELLER_CLASSES (level_class)
     groups: list[np.ndarray]  # indices of the bodies of each (study, series), caudal → cranial
     spans_mm: np.ndarray  # (n, 2)
+    real: np.ndarray  # (n,) bool, from a ``real`` cache file
 
     @classmethod
     def load(cls, files: Sequence[Path]) -> "LabellerData":
-        volumes, classes, spans, groups = [], [], [], []
+        volumes, classes, spans, groups, real = [], [], [], [], []
         offset = 0
         for path in files:
             with np.load(path) as data:
                 volumes.append(data["volumes"])
                 classes.append(np.array([level_class(str(level)) for level in data["levels"]], dtype=np.int64))
                 spans.append(data["spans_mm"])
+                real.append(np.full(len(data["levels"]), is_real(data)))
                 for series_id in np.unique(data["series"]):
                     members = np.flatnonzero(data["series"] == series_id)
                     order = np.argsort(data["spans_mm"][members].mean(axis=1))
                     groups.append(offset + members[order])
                 offset += len(data["levels"])
-        return cls(np.concatenate(volumes), np.concatenate(classes), groups, np.concatenate(spans))
+        return cls(np.concatenate(volumes), np.concatenate(classes), groups, np.concatenate(spans), np.concatenate(real))
+
+    def subset(self, real: bool) -> "LabellerData":
+        """The bodies and groups of one source (indices renumbered)."""
+        keep = np.flatnonzero(self.real == real)
+        renumber = np.full(len(self.real), -1)
+        renumber[keep] = np.arange(len(keep))
+        groups = [renumber[g] for g in self.groups if len(g) and self.real[g[0]] == real]
+        return LabellerData(self.volumes[keep], self.classes[keep], groups, self.spans_mm[keep], self.real[keep])
 
 
 def _appearance_augmentation(seed: int):
@@ -195,10 +227,20 @@ def _appearance_augmentation(seed: int):
     return lambda volume: intensity(spatial({"image": volume}))["image"]
 
 
-def train_appearance(data: LabellerData, val: LabellerData, config: LabellerConfig, out_path: Path) -> dict:
-    """Cross-entropy training of the appearance network; keeps the best validation accuracy."""
+def train_appearance(
+    data: LabellerData, val: LabellerData, config: LabellerConfig, out_path: Path, initial_state: dict | None = None
+) -> dict:
+    """Cross-entropy training of the appearance network; keeps the best validation accuracy.
+
+    ``initial_state``: start from these weights (fine-tuning shipped models on a site's data) rather
+    than from a random initialisation. Batches mix real and synthetic bodies (:func:`mixed_draw`).
+    Validation accuracy is the mean over the sources present, so real bodies count as much as
+    synthetic ones however few they are.
+    """
     torch.manual_seed(config.seed)
     model = make_appearance_net(config)
+    if initial_state is not None:
+        model.load_state_dict(initial_state)
     optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate, betas=(0.9, 0.999))
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimiser, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, config.appearance_steps) / config.appearance_steps))
@@ -208,7 +250,7 @@ def train_appearance(data: LabellerData, val: LabellerData, config: LabellerConf
     progress = TrainingProgress("appearance", out_path, {"config": asdict(config)}, log_every=50, higher_is_better=True)
     for step in range(1, config.appearance_steps + 1):
         model.train()
-        chosen = rng.integers(len(data.classes), size=config.batch_size)
+        chosen = mixed_draw(data.real, config.real_fraction, config.batch_size, rng)
         batch = torch.stack([torch.as_tensor(np.asarray(augment(data.volumes[i].astype(np.float32)))) for i in chosen])
         target = torch.as_tensor(data.classes[chosen], dtype=torch.long)
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -220,7 +262,8 @@ def train_appearance(data: LabellerData, val: LabellerData, config: LabellerConf
         schedule.step()
         progress.loss(step, loss.item())
         if step % 250 == 0 or step == config.appearance_steps:
-            progress.validation(step, float((appearance_logits(model, val).argmax(1) == val.classes).mean()), model)
+            correct = appearance_logits(model, val).argmax(1) == val.classes
+            progress.validation(step, float(np.mean([correct[val.real == r].mean() for r in np.unique(val.real)])), model)
     return progress.finish()
 
 
@@ -273,22 +316,28 @@ def context_example(
 
 
 def train_context(
-    data: LabellerData, logits: np.ndarray, val: LabellerData, val_logits: np.ndarray, config: LabellerConfig, out_path: Path
+    data: LabellerData, logits: np.ndarray, val: LabellerData, val_logits: np.ndarray, config: LabellerConfig, out_path: Path,
+    initial_state: dict | None = None,
 ) -> dict:
     """Cross-entropy training of the context network on height maps built from appearance outputs.
 
     Validation: per-body accuracy of the refined map's argmax at each body's centroid bin, without
-    augmentation (the beam search then only has to repair what is left).
+    augmentation (the beam search then only has to repair what is left), averaged over the sources
+    present as in :func:`train_appearance`; ``initial_state`` and the real/synthetic mix as there.
     """
     torch.manual_seed(config.seed)
     model = make_context_net()
+    if initial_state is not None:
+        model.load_state_dict(initial_state)
     optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate, betas=(0.9, 0.999))
     rng = np.random.default_rng(config.seed)
     groups = [g for g in data.groups if len(g)]
+    group_real = np.array([data.real[g[0]] for g in groups])
     progress = TrainingProgress("context", out_path, {"config": asdict(config)}, log_every=100, higher_is_better=True)
     for step in range(1, config.context_steps + 1):
         model.train()
-        examples = [context_example(data, logits, groups[i], rng, augment=True) for i in rng.integers(len(groups), size=16)]
+        examples = [context_example(data, logits, groups[i], rng, augment=True)
+                    for i in mixed_draw(group_real, config.real_fraction, 16, rng)]
         width = max(x.shape[1] for x, _ in examples)
         inputs = torch.as_tensor(np.stack([np.pad(x, ((0, 0), (0, width - x.shape[1]))) for x, _ in examples]), dtype=torch.float32)
         targets = torch.as_tensor(np.stack([np.pad(t, (0, width - len(t)), constant_values=-1) for _, t in examples]))
@@ -298,7 +347,8 @@ def train_context(
         optimiser.step()
         progress.loss(step, loss.item())
         if step % 500 == 0 or step == config.context_steps:
-            progress.validation(step, context_accuracy(model, val, val_logits), model)
+            accuracy = [context_accuracy(model, val.subset(r), val_logits[val.real == r]) for r in np.unique(val.real)]
+            progress.validation(step, float(np.mean(accuracy)), model)
     return progress.finish()
 
 
