@@ -1,6 +1,7 @@
 """FastCleverSeg adapter on fixtures written in the datasets' own .mat layout (I, GT; rows head → feet,
 columns front → back, lateral slices last)."""
 
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -143,3 +144,31 @@ def test_quantisation_leaves_at_most_two_to_the_bits_levels_within_half_a_step()
     step = (image.max() - image.min()) / 63
     assert len(np.unique(out)) <= 64
     assert np.abs(out - image).max() <= step / 2 + 1e-6
+
+
+def test_the_app_on_a_subject_written_as_dicom_reports_the_vertebrae_evaluate_real_scores(tmp_path, run_app):
+    """Issue 9: the evaluation command's numbers are the app's. One subject (box bodies in the
+    dataset's .mat layout; the shipped detector finds them) is scored the way ``evaluate real`` does
+    and written as a DICOM study the app reads from disk: same levels, centroids within 1 mm (the
+    DICOM pixels are the stack's rounded to integers)."""
+    import json
+
+    from operators.core.report import REPORT_JSON_NAME
+    from operators.core.vertebra_pipeline import SagittalStack
+    from training.evaluate_real import predict_subject
+    from training.real.fastcleverseg import write_subject_study
+
+    models = Path(__file__).resolve().parent.parent / "models"
+    subject = load_subject("VB3", _write_subject(tmp_path / DATASETS["VB3"].folder, "07", [1, 2, 3, 4, 5]))
+    stack = sagittal_stack(subject, "1.2.3")
+    evaluated = predict_subject(SagittalStack.from_pixels("1.2.3", stack.pixels, stack.geometry), models)
+    assert len(evaluated) >= 4
+
+    write_subject_study(subject, tmp_path / "study_VB3_07")
+    run = run_app("-i", tmp_path / "study_VB3_07" / "study", "-o", tmp_path / "out")
+    assert run.code == 0, run.console
+    reported = json.loads((tmp_path / "out" / REPORT_JSON_NAME).read_text())["vertebrae"]
+    by_level = {v["level"]: np.asarray(v["centroid_mm"]) for v in reported}
+    assert sorted(by_level) == sorted(v.level for v in evaluated)
+    for vertebra in evaluated:
+        assert np.linalg.norm(by_level[vertebra.level] - vertebra.vertebra.centroid_mm) < 1.0
