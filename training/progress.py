@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import math
 import time
@@ -12,6 +14,25 @@ import torch
 from torch import nn
 
 logger = logging.getLogger(__name__)
+
+
+@functools.cache
+def cpu_has_native_bfloat16() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (``avx512_bf16`` or ``amx_bf16`` in /proc/cpuinfo)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def training_autocast() -> contextlib.AbstractContextManager:
+    """bfloat16 autocast for forward passes where the CPU has native bfloat16 (~1.6x faster
+    convolutions), else nothing: without it (AVX2-only CPUs) bfloat16 is emulated and a step is
+    ~13x slower than in float32. Losses are computed in float32 either way."""
+    if cpu_has_native_bfloat16():
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 class TrainingProgress:

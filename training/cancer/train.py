@@ -43,7 +43,7 @@ from training.cancer.networks import (
     vertebra_loss,
 )
 from training.grading.train import warmup_cosine_schedule
-from training.progress import TrainingProgress
+from training.progress import TrainingProgress, training_autocast
 from training.rsna.metric import macro_auroc
 
 logger = logging.getLogger(__name__)
@@ -125,7 +125,7 @@ def pretrain_encoder(train: Sequence[CancerStudy], config: CancerConfig, weights
     for step in range(1, config.pretrain_steps + 1):
         encoder.train()
         volumes, targets = encoder_batch(train, config.labels, rng, config.encoder_batch_size, augment)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with training_autocast():
             logits = head(encoder(volumes))
         loss = vertebra_loss(logits.float(), targets, weights)
         optimiser.zero_grad()
@@ -247,7 +247,7 @@ def train_cancer(train: Sequence[CancerStudy], val: Sequence[CancerStudy], confi
         model.train()
         chosen = rng.integers(len(train), size=config.batch_size)
         batch = collate([study_sample(train[i], config.labels, rng, config, augment) for i in chosen])
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with training_autocast():
             logits = model(batch.volumes, batch.sequences, batch.levels)
         logits = logits.float()
         loss = vertebra_loss(logits, batch.labels, weights) + config.study_weight * study_loss(logits, batch.present, batch.study_labels)

@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 
 from operators.core.vertebra_detection import N_OUTPUT_CHANNELS, render_targets, vector_mask
 from training.augment import intensity_augmentation, random_patch_affine, warp_image
-from training.progress import TrainingProgress
+from training.progress import TrainingProgress, training_autocast
 from training.detection.slice_cache import CachedSeries, mixed_draw
 
 #: Heatmap channels (4 corners + centroid) and vector channels (2 per corner) of the output.
@@ -225,8 +225,8 @@ def train_detector(
     progress = TrainingProgress("detector", out_path, {"config": asdict(config)}, log_every, higher_is_better=False)
     model.train()
     for step, batch in enumerate(loader, start=1):
-        # bfloat16 autocast: ~1.6x faster convolutions on this CPU (avx512_bf16); the loss stays float32.
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        # bfloat16 where the CPU has it (training_autocast); the loss stays float32.
+        with training_autocast():
             prediction = model(batch["image"])
         loss = loss_fn(prediction.float(), batch["target"], batch["vector_weight"], batch["pixel_weight"])
         optimiser.zero_grad()

@@ -45,7 +45,7 @@ from operators.core.level_labelling import (
 from operators.core.levels import LABELLER_CLASSES, TRANSITIONAL_AFTER
 from operators.core.vertebra_detection import SliceQuad, Vertebra3D, normalise_intensity
 from training.augment import intensity_augmentation
-from training.progress import TrainingProgress
+from training.progress import TrainingProgress, training_autocast
 from training.detection.slice_cache import SAGITTAL_KINDS, SOURCES, is_real, mixed_draw
 from training.detection.truth_projection import slice_quads
 
@@ -253,7 +253,7 @@ def train_appearance(
         chosen = mixed_draw(data.real, config.real_fraction, config.batch_size, rng)
         batch = torch.stack([torch.as_tensor(np.asarray(augment(data.volumes[i].astype(np.float32)))) for i in chosen])
         target = torch.as_tensor(data.classes[chosen], dtype=torch.long)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with training_autocast():
             logits = model(batch)
         loss = nn.functional.cross_entropy(logits.float(), target)
         optimiser.zero_grad()

@@ -29,7 +29,7 @@ from operators.core.gradings import RSNA_CONDITIONS, SPINENET_GRADINGS
 from training.augment import intensity_augmentation
 from training.grading.cache import GradingData
 from training.grading.networks import MultiViewGrader, SpineNetGrader, balanced_class_weights, balanced_cross_entropy, park_loss
-from training.progress import TrainingProgress
+from training.progress import TrainingProgress, training_autocast
 from training.rsna.metric import macro_auroc
 
 #: SPINENET_GRADINGS names whose left and right versions swap when an image is mirrored.
@@ -202,7 +202,7 @@ def train_spinenet(data: GradingData, val: GradingData, config: GradingConfig, o
     for step in range(1, config.spinenet_steps + 1):
         model.train()
         volumes, targets = spinenet_batch(data, rng.integers(len(data), size=config.batch_size), rng, augment)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with training_autocast():
             logits = model(volumes)
         loss = balanced_cross_entropy(logits.float(), targets, weights)
         optimiser.zero_grad()
@@ -233,7 +233,7 @@ def train_multiview(data: GradingData, val: GradingData, config: GradingConfig, 
         model.train()
         chosen = train_rows[rng.integers(len(train_rows), size=config.batch_size)]
         slices, tokens, targets, levels = multiview_batch(data, chosen, rng, augment, config.view_dropout)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with training_autocast():
             logits = model(slices, tokens)
         loss = park_loss(logits.float(), targets, levels, weights)
         optimiser.zero_grad()
