@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from training.cards import CardText
+from training.real.fastcleverseg import TERMS
 from training.cards import write_card as write_model_card
 
 #: What each network is for, and its limits; the numbers come from the manifest and evaluation.
@@ -31,13 +32,64 @@ PURPOSE: dict[str, str] = {
     ),
 }
 
-TRAINING_DATA = (
-    "Synthetic studies only, made by `python -m training generate` (training/synthetic): "
-    "235 training studies (seeds 100000–100049 cervical, 110000–110049 thoracic, 120000–120059 lumbar, "
+SYNTHETIC_DATA = (
+    "Synthetic studies made by `python -m training generate` (training/synthetic): trained from scratch "
+    "on 235 studies (seeds 100000–100049 cervical, 110000–110049 thoracic, 120000–120059 lumbar, "
     "130000–130049 whole spine, each with sagittal T1, T2 and STIR; 140000–140024 CT with sagittal "
-    "reformats) and 24 validation studies (seeds 800000–800023). Evaluation studies use seeds "
-    "from 910000 and are never trained on. No patient data."
+    "reformats), validation 24 studies (seeds 800000–800023). Evaluation studies use seeds "
+    "from 910000 and are never trained on."
 )
+
+REAL_DATA = (
+    "Then fine-tuned (`--init-models`) on synthetic studies from those seed ranges (120000–120029 lumbar, "
+    "130000–130011 whole spine, 100000–100007 cervical, 110000–110007 thoracic; validation 800000–800009) "
+    "mixed half and half with real annotated lumbar MRI: the FastCleverSeg datasets (GitHub "
+    "JonathanRamos/fastcleverseg, `ImageDatasets/`) VB3 (MyoSegmenTUM, Burian et al., BMC Musculoskelet "
+    "Disord 2019, doi:10.1186/s12891-019-2528-x; bodies L1–L5) and VB2 (Zukić et al., Comput Graph Forum "
+    "2014, doi:10.1111/cgf.12343; seven bodies to L5), split per subject by a hash of its name "
+    "(training/real/fastcleverseg.py `subject_split`): train VB3 32 + VB2 10 subjects, validation "
+    "VB3 11 + VB2 2 (used to keep the best checkpoint), test VB3 11 + VB2 5 and IVD 5 (only "
+    "evaluated). VB1 is reserved for independent evaluation and was never read; 6 of the 23 VB2 "
+    "files and 50 of the 55 IVD images are absent from the mirror. Terms: " + TERMS + "."
+)
+
+REAL_LIMITS = (
+    "Its patient data are 42 subjects' lumbar MRI from two public datasets (32 healthy volunteers' "
+    "water-fat T1 of VB3, 10 routine T2 TSE of VB2): it has not seen real cervical or thoracic spines, CT, implants, fractures, tumours, severe deformity, "
+    "paediatric or post-operative anatomy. Validate on a site's own annotated studies before clinical "
+    "use. Not a medical device."
+)
+
+
+def _real_metrics(path: Path) -> list[str]:
+    """Card section for the real test split (``evaluate real --json``)."""
+    evaluation = json.loads(path.read_text())
+    lines = ["| dataset | subjects | vertebrae | precision % | recall % | IDR % | LE mm |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    discs = []
+    for dataset, m in evaluation["table"].items():
+        if "vertebrae" in m:
+            lines.append(f"| {dataset} | {m['subjects']} | {m['vertebrae']} | {100 * m['precision']:.2f} | "
+                         f"{100 * m['recall']:.2f} | {100 * m['idr']:.2f} | {m['le_mm']:.2f} |")
+        else:
+            discs.append(f"{dataset} ({m['subjects']} subjects, {m['discs']} discs, no body masks): disc recall "
+                         f"{100 * m['disc_recall']:.1f} %, disc IDR {100 * m['disc_idr']:.1f} %, "
+                         f"disc LE {m['disc_le_mm']:.2f} mm.")
+    return [
+        "## Metrics on real annotated MRI (whole pipeline)",
+        f"Measured by `python -m training evaluate real --data-root D --split {evaluation['split']}` on the "
+        f"{evaluation['split']} split (subjects never trained on or used for selection); a prediction beyond the "
+        "annotated bodies, where the annotated spacing places an unannotated neighbour, is not scored (training/evaluate_real.py).",
+        "\n".join(lines),
+        *discs,
+    ]
+
+#: ``trained_on`` (manifest, report ``software.models[]``, SR) of models trained without and with the
+#: real subjects (``train-vertebrae --real-root``).
+TRAINED_ON_SYNTHETIC = "synthetic spine-map studies only (training/synthetic, seeds 100000-140024); no patient data"
+TRAINED_ON_REAL = ("synthetic spine-map studies and public annotated lumbar MRI: FastCleverSeg VB3/VB2 train split "
+                   "(42 subjects; GPL-3.0, cite the datasets, see the model card)")
+
 
 def _metrics_table(evaluation: dict[str, Any]) -> str:
     lines = ["| perturbation | field of view | sequences | studies | vertebrae | precision % | recall % | IDR % | LE mm |",
@@ -59,9 +111,12 @@ def _training_flags(config: dict[str, Any]) -> str:
     return "".join(f" {flag} {config[field]}" for field, flag in _CONFIG_FLAGS.items() if field in config)
 
 
-def write_card(models: Path, name: str, evaluation_path: Path | None) -> Path:
-    """Write ``models/<name>.md`` from the manifest (and the detection evaluation JSON when it exists)."""
-    config = json.loads((models / "manifest.json").read_text())["models"][name].get("training", {}).get("config", {})
+def write_card(models: Path, name: str, evaluation_path: Path | None, real_evaluation_path: Path | None = None) -> Path:
+    """Write ``models/<name>.md`` from the manifest (and the synthetic and real evaluation JSONs when
+    they exist); the training data are described from the manifest's ``trained_on``."""
+    entry = json.loads((models / "manifest.json").read_text())["models"][name]
+    config = entry.get("training", {}).get("config", {})
+    real = entry.get("trained_on", "").startswith(TRAINED_ON_REAL.split(":")[0])
     metrics = []
     if evaluation_path is not None and evaluation_path.exists():
         evaluation = json.loads(evaluation_path.read_text())
@@ -71,12 +126,19 @@ def write_card(models: Path, name: str, evaluation_path: Path | None) -> Path:
             f"on fresh synthetic studies (first seed {evaluation['first_seed']}); definitions in design §6.",
             _metrics_table(evaluation),
         ]
+    if real_evaluation_path is not None and real_evaluation_path.exists():
+        metrics += _real_metrics(real_evaluation_path)
+    command = ("python -m training train-vertebrae --train data/train --val data/val --work work --models models"
+               + _training_flags(config))
+    if real:
+        command += (f" (fine-tuning: --real-root D --init-models models --learning-rate {config.get('learning_rate')}"
+                    f" --real-fraction {config.get('real_fraction')}; README, Real annotated lumbar MRI)")
     return write_model_card(models, name, CardText(
         purpose=PURPOSE[name],
-        training_data=TRAINING_DATA,
-        command="python -m training train-vertebrae --train data/train --val data/val --work work --models models"
-                + _training_flags(config),
+        training_data=SYNTHETIC_DATA + (" " + REAL_DATA if real else " No patient data."),
+        command=command,
         metrics=metrics,
         intended_use="Find and label vertebral bodies C2–S1 on sagittal MR (T1, T2, STIR) and CT sagittal images "
                      "as the first stage of spine-map.",
+        **({"limits": REAL_LIMITS} if real else {}),
     ))

@@ -45,7 +45,7 @@ from training.detection.labeller import (
     train_context,
 )
 from training.detection.slice_cache import CachedSeries, build_cache
-from training.detection.cards import write_card
+from training.detection.cards import TRAINED_ON_REAL, TRAINED_ON_SYNTHETIC, write_card
 from training.real.training_cache import cache_real_split
 from training.export import ExportSpec, export_checkpoints
 from training.stages import add_stage_arguments, selected_stages
@@ -59,8 +59,8 @@ DETECTION_EVALUATION_JSON = Path("docs/evaluation/detection.json")
 
 MODEL_NAMES = (DETECTOR_MODEL, APPEARANCE_MODEL, CONTEXT_MODEL)
 
-#: ``trained_on`` of the shipped models (manifest, report ``software.models[]``, SR).
-TRAINED_ON = "synthetic spine-map studies only (training/synthetic, seeds 100000-140024); no patient data"
+#: Where ``python -m training evaluate real --split test --json`` puts the real numbers the cards quote.
+REAL_EVALUATION_JSON = Path("docs/evaluation/real_test.json")
 
 
 def _studies(folder: Path) -> list[Path]:
@@ -142,7 +142,7 @@ def main_stages(
         export_all(work, models, detector_config, labeller_config)
     if "cards" in stages:
         for name in MODEL_NAMES:
-            write_card(models, name, DETECTION_EVALUATION_JSON)
+            write_card(models, name, DETECTION_EVALUATION_JSON, REAL_EVALUATION_JSON)
 
 
 def _trained_config(work: Path, name: str, default: DetectorConfig | LabellerConfig) -> DetectorConfig | LabellerConfig:
@@ -182,7 +182,8 @@ def export_all(work: Path, models: Path, detector_config: DetectorConfig, labell
             f"(N, {N_CLASSES}, B) float32 refined level logits per bin",
         )),
     )
-    export_checkpoints(networks, work, models, TRAINED_ON)
+    real = any((work / "cache" / "train" / "labeller").glob("real_*.npz"))
+    export_checkpoints(networks, work, models, TRAINED_ON_REAL if real else TRAINED_ON_SYNTHETIC)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
