@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from training.cards import CardText
-from training.real.fastcleverseg import TERMS
 from training.cards import write_card as write_model_card
+from training.real.fastcleverseg import TERMS
 
 #: What each network is for, and its limits; the numbers come from the manifest and evaluation.
 PURPOSE: dict[str, str] = {
@@ -55,9 +55,9 @@ REAL_DATA = (
 
 REAL_LIMITS = (
     "Its patient data are 42 subjects' lumbar MRI from two public datasets (32 healthy volunteers' "
-    "water-fat T1 of VB3, 10 routine T2 TSE of VB2): it has not seen real cervical or thoracic spines, CT, implants, fractures, tumours, severe deformity, "
-    "paediatric or post-operative anatomy. Validate on a site's own annotated studies before clinical "
-    "use. Not a medical device."
+    "water-fat T1 of VB3, 10 routine T2 TSE of VB2): it has not seen real cervical or thoracic spines, "
+    "CT, implants, fractures, tumours, severe deformity, paediatric or post-operative anatomy. Validate "
+    "on a site's own annotated studies before clinical use. Not a medical device."
 )
 
 
@@ -83,6 +83,7 @@ def _real_metrics(path: Path) -> list[str]:
         "\n".join(lines),
         *discs,
     ]
+
 
 #: ``trained_on`` (manifest, report ``software.models[]``, SR) of models trained without and with the
 #: real subjects (``train-vertebrae --real-root``).
@@ -116,7 +117,7 @@ def write_card(models: Path, name: str, evaluation_path: Path | None, real_evalu
     they exist); the training data are described from the manifest's ``trained_on``."""
     entry = json.loads((models / "manifest.json").read_text())["models"][name]
     config = entry.get("training", {}).get("config", {})
-    real = entry.get("trained_on", "").startswith(TRAINED_ON_REAL.split(":")[0])
+    real = entry.get("trained_on") == TRAINED_ON_REAL
     metrics = []
     if evaluation_path is not None and evaluation_path.exists():
         evaluation = json.loads(evaluation_path.read_text())

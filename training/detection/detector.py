@@ -52,7 +52,7 @@ class DetectorConfig:
     learning_rate: float = 1e-3
     vector_loss_weight: float = 1.0
     # Share of training patches from real annotated scans when the training set has any (see
-    # training.detection.labeller.mixed_draw).
+    # training.detection.slice_cache.mixed_draw).
     real_fraction: float = 0.5
     seed: int = 0
 
