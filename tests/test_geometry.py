@@ -11,6 +11,7 @@ from scipy.spatial.transform import Rotation
 
 from operators.core.geometry import (
     VolumeGeometry,
+    inside_source,
     obliquity_degrees,
     orientation_vectors,
     plane_of_normal,
@@ -145,3 +146,28 @@ def test_resampling_a_stack_onto_its_own_images_returns_every_image_including_th
         image = affine.copy()
         image[:3, 3] = geometry.index_to_lps(np.array([k, 0.0, 0.0]))
         np.testing.assert_allclose(resample_volume(pixels, geometry, VolumeGeometry(image, (1, 12, 10)))[0], pixels[k], atol=1e-4)
+
+
+@settings(max_examples=60, deadline=None)
+@given(angles, spacings, positions, angles, st.floats(0.3, 3.0), st.tuples(*(st.floats(-40, 40) for _ in range(3))),
+       st.booleans())
+def test_inside_source_is_where_resampling_reads_the_source(
+    rotation_deg, spacing, origin, target_rotation_deg, target_step_mm, shift_mm, on_source_planes
+) -> None:
+    # A source of values >= 1 resampled with fill 0: a sample is non-zero exactly where it was read
+    # from the source. Targets: oblique grids straddling the source's edges, or (as the axial slab
+    # and ROI grids are) grids lying in the source's own slice planes, whose edge samples sit on
+    # whole source indices.
+    geometry = _geometry(rotation_deg, spacing, origin, shape=(5, 9, 7))
+    if on_source_planes:
+        affine = geometry.affine.copy()
+        affine[:3, 3] = geometry.index_to_lps(np.array([-1.0, -2.0, 3.0]))
+        target = VolumeGeometry(affine, (7, 12, 5))
+    else:
+        affine = np.eye(4)
+        affine[:3, :3] = _rotation(target_rotation_deg) * target_step_mm
+        affine[:3, 3] = geometry.centre_mm + np.asarray(shift_mm) - affine[:3, :3] @ np.array([3.0, 4.0, 4.0])
+        target = VolumeGeometry(affine, (7, 9, 9))
+    source = np.random.default_rng(1).random(geometry.shape).astype(np.float32) + 1.0
+    read = resample_volume(source, geometry, target, order=1, fill=0.0) > 0.0
+    np.testing.assert_array_equal(inside_source(geometry, target), read)

@@ -3,6 +3,7 @@ every reported value found again."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +51,12 @@ from tests.conftest import PATIENT
 SOFTWARE = SoftwareInfo(
     name="spine-map",
     version="0.1.0",
-    models=(
-        ModelInfo("vertebra_detector", "vertebra_detector.onnx", "a" * 64, "synthetic studies, seeds 0-999"),
-        ModelInfo("level_appearance", "level_appearance.onnx", "b" * 64, "synthetic; RSNA 2024 \"LSDC\""),
+    models=tuple(
+        ModelInfo(name, f"{name}.onnx", f"{i:x}" * 64, f"synthetic studies, seeds {i}000-{i}999; RSNA 2024 \"LSDC\"")
+        for i, name in enumerate((
+            "vertebra_detector", "level_appearance", "level_context", "cancer_sct", "disc_grader", "rsna_grader",
+            "canal_detector", "bilsky_mr", "bilsky_ct",
+        ), start=1)
     ),
 )
 
@@ -157,6 +161,12 @@ def _point(group: Any) -> tuple[list[float], str]:
     return [float(v) for v in roi.value[0]], roi.frame_of_reference_uid
 
 
+def _models(group: Any) -> set[str]:
+    """Names of the models a group's algorithm identification lists (parameters are model JSON)."""
+    items = hd.sr.utils.find_content_items(group[0], name=codes.DCM.AlgorithmParameters, recursive=True)
+    return {json.loads(item.TextValue)["name"] for item in items}
+
+
 def read_back(path: Path) -> dict[str, Any]:
     """The report values an SR file carries, in ``spine_report.json`` form (corners excluded)."""
     sr = hd.sr.srread(path)
@@ -167,22 +177,19 @@ def read_back(path: Path) -> dict[str, Any]:
         for series in item.ReferencedSeriesSequence:
             for ref in series.ReferencedSOPSequence:
                 sop_series[ref.ReferencedSOPInstanceUID] = series.SeriesInstanceUID
-    params = hd.sr.utils.find_content_items(
-        content[0], name=codes.DCM.AlgorithmParameters, recursive=True
-    )
     names = hd.sr.utils.find_content_items(content[0], name=codes.DCM.AlgorithmName, recursive=True)
     versions = hd.sr.utils.find_content_items(content[0], name=codes.DCM.AlgorithmVersion, recursive=True)
     out: dict[str, Any] = {
         "study_instance_uid": sr.StudyInstanceUID,
         "software_names": {item.TextValue for item in names},
         "software_versions": {item.TextValue for item in versions},
-        "model_parameters": {item.TextValue for item in params},
         "vertebrae": [],
         "discs": [],
         "bilsky": [],
     }
     findings = _invert(FINDING_CONCEPTS)
     for group in content.get_planar_roi_measurement_groups():
+        models = _models(group)
         site = _site(group)
         centre, frame = _point(group)
         numbers = _numbers(group)
@@ -194,6 +201,7 @@ def read_back(path: Path) -> dict[str, Any]:
                 "frame_of_reference": frame,
                 "level_probability": numbers.pop(_key(LEVEL_PROBABILITY)),
                 "detection_score": numbers.pop(_key(DETECTION_SCORE)),
+                "models": models,
             }
             found = {name: numbers.pop(_key(probability_concept(c))) for name, c in FINDING_CONCEPTS.items() if _key(probability_concept(c)) in numbers}
             if found:
@@ -215,7 +223,9 @@ def read_back(path: Path) -> dict[str, Any]:
                 probabilities = {s: numbers.pop(_key(probability_concept(concept, RSNA_SEVERITY_VALUES[s]))) for s in RSNA_SEVERITIES}
                 rsna[condition] = {"severity": severity, "probabilities": probabilities}
         assert not numbers
-        out["discs"].append({"level": site, "centre_mm": centre, "frame_of_reference": frame, "gradings": gradings, "rsna": rsna})
+        out["discs"].append(
+            {"level": site, "centre_mm": centre, "frame_of_reference": frame, "gradings": gradings, "rsna": rsna, "models": models}
+        )
     for group in content.get_image_measurement_groups():
         (source,) = group.source_images
         sop_uid = source.referenced_sop_instance_uid
@@ -232,6 +242,7 @@ def read_back(path: Path) -> dict[str, Any]:
                 "grade": grade,
                 "high_grade": evaluations[_key(HIGH_GRADE_ESCC)] == _key(PRESENT),
                 "probabilities": {g: numbers[_key(probability_concept(BILSKY_GRADE, BILSKY_VALUES[modality, g]))] for g in grades},
+                "models": _models(group),
             }
         )
     return out
@@ -248,9 +259,19 @@ def test_every_reported_value_round_trips(written: tuple[dict, Path], study: Stu
     assert back["study_instance_uid"] == report["study_instance_uid"]
     assert back["software_names"] == {report["software"]["name"]}
     assert back["software_versions"] == {report["software"]["version"]}
-    assert back["model_parameters"] == {
-        __import__("json").dumps(model, sort_keys=True) for model in report["software"]["models"]
-    }
+    # Each group names the models whose outputs it holds, with their report entries.
+    assert {json.dumps(m, sort_keys=True) for m in report["software"]["models"]} >= set(
+        item.TextValue for item in hd.sr.utils.find_content_items(
+            hd.sr.srread(path).content[0], name=codes.DCM.AlgorithmParameters, recursive=True)
+    )
+    labelling = {"vertebra_detector", "level_appearance", "level_context"}
+    assert [v["models"] for v in back["vertebrae"]] == [
+        labelling | ({"cancer_sct"} if "findings" in v else set()) for v in report["vertebrae"]
+    ]
+    assert [d["models"] for d in back["discs"]] == [
+        {"disc_grader"} | ({"rsna_grader"} if d["rsna"] else set()) for d in report["discs"]
+    ]
+    assert [b["models"] for b in back["bilsky"]] == [{"canal_detector", "bilsky_mr"}] * len(report["bilsky"])
 
     assert [v["level"] for v in back["vertebrae"]] == [v["level"] for v in report["vertebrae"]]
     for got, want in zip(back["vertebrae"], report["vertebrae"]):
@@ -269,7 +290,7 @@ def test_every_reported_value_round_trips(written: tuple[dict, Path], study: Stu
         assert got["rsna"] == want["rsna"]
 
     expected_bilsky = [{k: v for k, v in b.items() if k != "instance_number"} for b in report["bilsky"]]
-    assert back["bilsky"] == expected_bilsky
+    assert [{k: v for k, v in b.items() if k != "models"} for b in back["bilsky"]] == expected_bilsky
 
 
 def test_the_sr_is_a_complete_comprehensive_3d_sr_in_the_study(written: tuple[dict, Path], study: StudyScan) -> None:

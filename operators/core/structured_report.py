@@ -8,8 +8,8 @@ OHIF can file and show next to the images:
   lands in the same study and lists what it looked at.
 * **Observer**: the device (spine-map, with a UID derived from name and version); every group
   carries the algorithm identification (TID 4019): name, version and one
-  ``Algorithm Parameters`` item per model, the model's ``software.models[]`` entry as JSON
-  (name, file, sha256, trained_on).
+  ``Algorithm Parameters`` item per model whose outputs the group holds (:func:`group_models`),
+  the model's ``software.models[]`` entry as JSON (name, file, sha256, trained_on).
 * **One group per vertebra** (TID 1410 planar ROI): finding site = the vertebra, region =
   SCOORD3D POINT at ``centroid_mm`` in the frame of reference of the series it was detected on;
   measurements ``Level probability``, ``Detection score`` and, when the cancer stage ran, one
@@ -58,7 +58,11 @@ from operators.core.gradings import (
     RSNA_SEVERITIES,
     SPINENET_GRADINGS,
 )
+from operators.core.bilsky_pipeline import BILSKY_MODELS, CANAL_MODEL
+from operators.core.cancer_pipeline import CANCER_MODEL
+from operators.core.grading_pipeline import MULTIVIEW_MODEL, SPINENET_MODEL
 from operators.core.report import ALL_DISCS, ALL_LEVELS, CANCER_SUSPICION_THRESHOLD
+from operators.core.vertebra_pipeline import APPEARANCE_MODEL, CONTEXT_MODEL, DETECTOR_MODEL
 
 if TYPE_CHECKING:
     from operators.core.dicom_io import StudyScan
@@ -356,9 +360,22 @@ def _bilsky_group(
     )
 
 
-def algorithm_identification(software: Mapping[str, Any]) -> hd.sr.AlgorithmIdentification:
-    """TID 4019 for ``report["software"]``: one parameter per model, its entry as sorted-key JSON."""
-    parameters = [json.dumps(model, sort_keys=True) for model in software["models"]]
+def group_models(kind: str, entry: Mapping[str, Any]) -> tuple[str, ...]:
+    """Names of the models whose outputs a measurement group of ``kind`` (``"vertebra"``,
+    ``"disc"``, ``"bilsky"``) made from report ``entry`` holds: its algorithm identification lists
+    these, not every model of the run (listing all nine in every group made a quarter of the SR's
+    content items, and said less about where each value came from)."""
+    if kind == "vertebra":
+        return (DETECTOR_MODEL, APPEARANCE_MODEL, CONTEXT_MODEL) + ((CANCER_MODEL,) if entry.get("findings") else ())
+    if kind == "disc":
+        return ((SPINENET_MODEL,) if entry["gradings"] else ()) + ((MULTIVIEW_MODEL,) if entry["rsna"] else ())
+    return (CANAL_MODEL, BILSKY_MODELS[entry["modality"]])
+
+
+def algorithm_identification(software: Mapping[str, Any], models: Sequence[str]) -> hd.sr.AlgorithmIdentification:
+    """TID 4019 for ``report["software"]``: one parameter per model named in ``models`` (those
+    ``software.models`` lists), its entry as sorted-key JSON."""
+    parameters = [json.dumps(model, sort_keys=True) for model in software["models"] if model["name"] in models]
     return hd.sr.AlgorithmIdentification(name=software["name"], version=software["version"], parameters=parameters or None)
 
 
@@ -404,20 +421,27 @@ def build_structured_report(
         raise ValueError("an SR needs at least one source instance as evidence")
     study_uid = report["study_instance_uid"]
     software = report["software"]
-    algorithm = algorithm_identification(software)
+    identifications: dict[tuple[str, ...], hd.sr.AlgorithmIdentification] = {}
+
+    def algorithm(kind: str, entry: Mapping[str, Any]) -> hd.sr.AlgorithmIdentification:
+        models = group_models(kind, entry)
+        if models not in identifications:
+            identifications[models] = algorithm_identification(software, models)
+        return identifications[models]
+
     groups: list[Any] = []
     for entry in report["vertebrae"]:
         frame = evidence.frame_of_reference.get(entry["series_instance_uid"])
         if frame is None:
             raise ValueError(f"vertebra {entry['level']}: its series has no frame of reference among the evidence")
-        groups.append(_vertebra_group(entry, study_uid, frame, algorithm))
+        groups.append(_vertebra_group(entry, study_uid, frame, algorithm("vertebra", entry)))
     for entry in report["discs"]:
         frame = _disc_frame_of_reference(entry["level"], report, evidence)
         if frame is None:
             raise ValueError(f"disc {entry['level']}: no series with a frame of reference among the evidence")
-        groups.append(_disc_group(entry, study_uid, frame, algorithm))
+        groups.append(_disc_group(entry, study_uid, frame, algorithm("disc", entry)))
     for entry in report["bilsky"]:
-        groups.append(_bilsky_group(entry, study_uid, evidence.dataset(entry["sop_instance_uid"]), algorithm))
+        groups.append(_bilsky_group(entry, study_uid, evidence.dataset(entry["sop_instance_uid"]), algorithm("bilsky", entry)))
     if not groups:
         raise ValueError("TID 1500 needs at least one measurement group: the report has no findings")
 

@@ -37,7 +37,7 @@ from typing import Protocol
 
 import numpy as np
 
-from operators.core.geometry import VolumeGeometry, resample_volume
+from operators.core.geometry import VolumeGeometry, inside_source, resample_volume
 from operators.core.levels import LEVELS, disc_name, level_order
 from operators.core.study_warning import StudyWarning
 
@@ -277,9 +277,8 @@ def normalise_intensity(values: np.ndarray, inside: np.ndarray) -> np.ndarray:
 
 
 def _extract(source: SeriesVolume, target: VolumeGeometry, slab: bool = False, **slab_fields: float) -> ExtractedVolume:
-    # The inside mask is the resampling of ones: exact per sample, including interpolation at edges.
     values = resample_volume(source.pixels, source.geometry, target, order=1)
-    inside = resample_volume(np.ones(source.geometry.shape, dtype=np.float32), source.geometry, target, order=1) > 0.5
+    inside = inside_source(source.geometry, target)
     pixels = normalise_intensity(values, inside)
     if slab:
         return AxialSlab(pixels, target, float(inside.mean()), source.series_instance_uid, **slab_fields)

@@ -22,8 +22,9 @@ Study
   * Modalities: MR only 80 %, CT only 12 %, MR + CT 8 % (one study, one frame of reference).
   * Vendor: Siemens / GE / Philips / Canon uniform; 1.5 T 55 %, 3 T 45 %; StationName per vendor.
   * Patient pose: table offset LR ±25 mm, AP ±30 mm, SI ±120 mm; roll/pitch/yaw ±4° / ±4° / ±3°.
-  * Anatomy: ``AnatomyConfig`` fields left to the phantom's own randomisation (transitional L6/T13,
-    scoliosis, lordosis/kyphosis scale, cancer) except ``pathology_rate`` ~ U(0.1, 0.9).
+  * Anatomy: ``AnatomyConfig`` fields left to the phantom's own randomisation (scoliosis,
+    lordosis/kyphosis scale, cancer) except ``pathology_rate`` ~ U(0.1, 0.9). Standard C1–S1
+    segmentation: a transitional L6/T13 spine only when ``StudyConfig.anatomy`` asks for one.
 Series (probabilities per MR study)
   * sag_t2 95 %, sag_t1 85 %, sag_stir 55 % / sag_t2_fs 20 % (both 7 %; a T2 FS is then planned on the
     STIR's grid with a lower SeriesNumber), ax_t2 (lumbar 90 %, cervical 60 %, whole 50 %,
