@@ -16,7 +16,7 @@ from pydicom.uid import Comprehensive3DSRStorage
 
 from operators.core import structured_report as sr_module
 from operators.core.dicom_io import StudyScan, scan_study_folder
-from operators.core.gradings import BILSKY_MR_GRADES, CANCER_FINDINGS, RSNA_CONDITIONS, RSNA_SEVERITIES, SPINENET_GRADINGS
+from operators.core.gradings import BILSKY_MR_GRADES, CANCER_FINDINGS, RSNA_CONDITIONS, SPINENET_GRADINGS
 from operators.core.report import (
     BilskyEntry,
     DiscEntry,
@@ -215,13 +215,12 @@ def read_back(path: Path) -> dict[str, Any]:
             if _key(concept) in evaluations:
                 values = {g: GRADING_VALUES[name, g] for g in SPINENET_GRADINGS[name]}
                 grade = _invert(values)[evaluations[_key(concept)]]
-                probabilities = {str(g): numbers.pop(_key(probability_concept(concept, v))) for g, v in values.items()}
-                gradings[name] = {"grade": grade, "probabilities": probabilities}
+                gradings[name] = {"grade": grade, "probability": numbers.pop(_key(probability_concept(concept, values[grade])))}
         for condition, concept in RSNA_CONCEPTS.items():
             if _key(concept) in evaluations:
                 severity = _invert(RSNA_SEVERITY_VALUES)[evaluations[_key(concept)]]
-                probabilities = {s: numbers.pop(_key(probability_concept(concept, RSNA_SEVERITY_VALUES[s]))) for s in RSNA_SEVERITIES}
-                rsna[condition] = {"severity": severity, "probabilities": probabilities}
+                probability = numbers.pop(_key(probability_concept(concept, RSNA_SEVERITY_VALUES[severity])))
+                rsna[condition] = {"severity": severity, "probability": probability}
         assert not numbers
         out["discs"].append(
             {"level": site, "centre_mm": centre, "frame_of_reference": frame, "gradings": gradings, "rsna": rsna, "models": models}
@@ -232,7 +231,6 @@ def read_back(path: Path) -> dict[str, Any]:
         evaluations = _evaluations(group)
         modality, grade = _invert(BILSKY_VALUES)[evaluations[_key(BILSKY_GRADE)]]
         numbers = _numbers(group)
-        grades = [g for (m, g) in BILSKY_VALUES if m == modality]
         out["bilsky"].append(
             {
                 "series_instance_uid": sop_series[sop_uid],
@@ -241,7 +239,7 @@ def read_back(path: Path) -> dict[str, Any]:
                 "modality": modality,
                 "grade": grade,
                 "high_grade": evaluations[_key(HIGH_GRADE_ESCC)] == _key(PRESENT),
-                "probabilities": {g: numbers[_key(probability_concept(BILSKY_GRADE, BILSKY_VALUES[modality, g]))] for g in grades},
+                "probability": numbers.pop(_key(probability_concept(BILSKY_GRADE, BILSKY_VALUES[modality, grade]))),
                 "models": _models(group),
             }
         )
@@ -286,10 +284,19 @@ def test_every_reported_value_round_trips(written: tuple[dict, Path], study: Stu
     assert [d["level"] for d in back["discs"]] == [d["level"] for d in report["discs"]]
     for got, want in zip(back["discs"], report["discs"]):
         assert got["centre_mm"] == pytest.approx(want["centre_mm"], abs=1e-4)
-        assert got["gradings"] == want["gradings"]
-        assert got["rsna"] == want["rsna"]
+        # Each grading's reported grade with its probability (the other classes' are in the JSON only).
+        assert got["gradings"] == {
+            name: {"grade": g["grade"], "probability": g["probabilities"][str(g["grade"])]} for name, g in want["gradings"].items()
+        }
+        assert got["rsna"] == {
+            name: {"severity": r["severity"], "probability": r["probabilities"][r["severity"]]} for name, r in want["rsna"].items()
+        }
 
-    expected_bilsky = [{k: v for k, v in b.items() if k != "instance_number"} for b in report["bilsky"]]
+    expected_bilsky = [
+        {**{k: v for k, v in b.items() if k not in ("instance_number", "probabilities")},
+         "probability": b["probabilities"][b["grade"]]}
+        for b in report["bilsky"]
+    ]
     assert [{k: v for k, v in b.items() if k != "models"} for b in back["bilsky"]] == expected_bilsky
 
 

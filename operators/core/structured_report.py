@@ -16,11 +16,15 @@ OHIF can file and show next to the images:
   probability per finding; qualitative evaluations ``<finding>: Present/Absent`` at
   :data:`~operators.core.report.CANCER_SUSPICION_THRESHOLD`.
 * **One group per disc** (TID 1410): finding site = the disc, SCOORD3D POINT at ``centre_mm``,
-  every grading and RSNA condition as a coded qualitative evaluation plus one probability
-  measurement per class.
+  every grading and RSNA condition as a coded qualitative evaluation plus the probability of the
+  grade reported (``P(Pfirrmann grade: 3)``).
 * **One group per Bilsky-graded axial image** (TID 1501): the image as source, finding site =
   its level, ``Bilsky grade`` and ``High-grade epidural spinal cord compression`` as coded
-  evaluations, one probability per grade. (The report carries no canal ROI yet; when it does, this
+  evaluations, the probability of the grade reported.
+
+The probabilities of the other classes stay in ``spine_report.json``: one number per class of every
+grading made two thirds of the SR's content items, more than a reader scans in a viewer, and most
+of the SR writer's time (highdicom's cost grows with the items). (The report carries no canal ROI yet; when it does, this
   becomes a TID 1410 group with that region.)
 
 Not in the SR (they stay in ``spine_report.json``): the four body corners (four 3D points that
@@ -30,7 +34,7 @@ need not be coplanar have no TID 1410/1411 region form), series roles and reason
 Codes: SNOMED CT and DICOM codes from pydicom's code dictionary wherever one exists (vertebrae
 C1–L5, discs C2/C3–L5/S1, Present/Absent, Moderate/Severe, Metastasis, Imaging procedure,
 Probability); everything else (gradings, Bilsky grades, S1/T13/L6, transitional discs,
-probabilities per class) uses the private coding scheme :data:`CODING_SCHEME`, declared in the
+probabilities) uses the private coding scheme :data:`CODING_SCHEME`, declared in the
 SR's Coding Scheme Identification Sequence. The tables below are the one place the mapping is
 written; a reader can invert them (``tests/test_structured_report.py`` does).
 """
@@ -55,7 +59,6 @@ from operators.core.gradings import (
     CANCER_FINDINGS,
     RSNA_CONDITION_TITLES,
     RSNA_CONDITIONS,
-    RSNA_SEVERITIES,
     SPINENET_GRADINGS,
 )
 from operators.core.bilsky_pipeline import BILSKY_MODELS, CANAL_MODEL
@@ -311,22 +314,20 @@ def _disc_group(
     entry: Mapping[str, Any], study_uid: str, frame_of_reference_uid: str, algorithm: hd.sr.AlgorithmIdentification
 ) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
     measurements, evaluations = [], []
-    for name, grades in SPINENET_GRADINGS.items():
+    for name in SPINENET_GRADINGS:
         if name not in entry["gradings"]:
             continue
         result = entry["gradings"][name]
-        evaluations.append(hd.sr.QualitativeEvaluation(GRADING_CONCEPTS[name], GRADING_VALUES[name, result["grade"]]))
-        measurements += [
-            _probability(GRADING_CONCEPTS[name], result["probabilities"][str(g)], GRADING_VALUES[name, g]) for g in grades
-        ]
+        value = GRADING_VALUES[name, result["grade"]]
+        evaluations.append(hd.sr.QualitativeEvaluation(GRADING_CONCEPTS[name], value))
+        measurements.append(_probability(GRADING_CONCEPTS[name], result["probabilities"][str(result["grade"])], value))
     for condition in RSNA_CONDITIONS:
         if condition not in entry["rsna"]:
             continue
         result = entry["rsna"][condition]
-        evaluations.append(hd.sr.QualitativeEvaluation(RSNA_CONCEPTS[condition], RSNA_SEVERITY_VALUES[result["severity"]]))
-        measurements += [
-            _probability(RSNA_CONCEPTS[condition], result["probabilities"][s], RSNA_SEVERITY_VALUES[s]) for s in RSNA_SEVERITIES
-        ]
+        value = RSNA_SEVERITY_VALUES[result["severity"]]
+        evaluations.append(hd.sr.QualitativeEvaluation(RSNA_CONCEPTS[condition], value))
+        measurements.append(_probability(RSNA_CONCEPTS[condition], result["probabilities"][result["severity"]], value))
     return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=_tracking(study_uid, "disc", entry["level"], f"disc {entry['level']}"),
         referenced_region=_point(entry["centre_mm"], frame_of_reference_uid),
@@ -340,8 +341,7 @@ def _disc_group(
 def _bilsky_group(
     entry: Mapping[str, Any], study_uid: str, source: Dataset, algorithm: hd.sr.AlgorithmIdentification
 ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
-    modality = entry["modality"]
-    grades = BILSKY_MR_GRADES if modality == "MR" else BILSKY_CT_CLASSES
+    grade = BILSKY_VALUES[entry["modality"], entry["grade"]]
     number = entry.get("instance_number")
     return hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=_tracking(
@@ -353,10 +353,10 @@ def _bilsky_group(
         algorithm_id=algorithm,
         source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source)],
         qualitative_evaluations=[
-            hd.sr.QualitativeEvaluation(BILSKY_GRADE, BILSKY_VALUES[modality, entry["grade"]]),
+            hd.sr.QualitativeEvaluation(BILSKY_GRADE, grade),
             hd.sr.QualitativeEvaluation(HIGH_GRADE_ESCC, PRESENT if entry["high_grade"] else ABSENT),
         ],
-        measurements=[_probability(BILSKY_GRADE, entry["probabilities"][g], BILSKY_VALUES[modality, g]) for g in grades],
+        measurements=[_probability(BILSKY_GRADE, entry["probabilities"][entry["grade"]], grade)],
     )
 
 
