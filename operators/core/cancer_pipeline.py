@@ -25,6 +25,7 @@ from operators.core.gradings import CANCER_FINDINGS
 from operators.core.report import ALL_LEVELS, CANCER_SUSPICION_THRESHOLD, VertebraEntry
 from operators.core.series_roles import SeriesDecision
 from operators.core.study_warning import StudyWarning
+from operators.core.threads import thread_map
 from operators.core.vertebra_pipeline import SagittalStack
 from operators.core.volume_extraction import (
     MIN_INSIDE_FRACTION,
@@ -138,8 +139,9 @@ def cancer_input(
     # spine would otherwise give a warning per thoracic level.
     missing: dict[str, list[str]] = {role: [] for role in study_roles}
     partial: dict[str, list[str]] = {role: [] for role in study_roles}
-    for vertebra in vertebrae:
-        best = vertebra_sequence_volumes(vertebra, sources)
+    # Resampled side by side (scipy releases the GIL); the loop below keeps the vertebrae's order.
+    best_volumes = thread_map(lambda vertebra: vertebra_sequence_volumes(vertebra, sources), vertebrae)
+    for vertebra, best in zip(vertebrae, best_volumes):
         if not best:
             warnings.append(StudyWarning(
                 "VERTEBRA_OUT_OF_VIEW",

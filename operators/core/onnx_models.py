@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import numpy as np
 
 from operators.core.report import ModelInfo
+from operators.core.threads import thread_cap
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -43,9 +44,6 @@ MANIFEST_SCHEMA = "spine-map-models/1"
 MODEL_PATH_ENV = "HOLOSCAN_MODEL_PATH"
 #: The models shipped with the repository: ``models/`` next to ``operators/``.
 REPO_MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
-
-#: Environment variable capping onnxruntime's CPU threads per session (unset: all cores).
-THREADS_ENV = "SPINE_MAP_ORT_THREADS"
 
 CUDA_PROVIDER = "CUDAExecutionProvider"
 CPU_PROVIDER = "CPUExecutionProvider"
@@ -259,10 +257,10 @@ def _session(name: str, path: Path) -> onnxruntime.InferenceSession:
     onnxruntime.set_default_logger_severity(_ORT_LOG_SEVERITY)
     options = onnxruntime.SessionOptions()
     options.log_severity_level = _ORT_LOG_SEVERITY
-    threads = os.environ.get(THREADS_ENV, "").strip()
-    if threads.isdigit() and int(threads) > 0:
+    threads = thread_cap()
+    if threads is not None:
         # onnxruntime ignores OMP_NUM_THREADS; this caps CPU use on shared hosts (0/unset = all cores).
-        options.intra_op_num_threads = int(threads)
+        options.intra_op_num_threads = threads
     requested = execution_providers()
     try:
         session = onnxruntime.InferenceSession(str(path), sess_options=options, providers=requested)

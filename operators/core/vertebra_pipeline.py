@@ -32,6 +32,7 @@ from operators.core.levels import LABELLER_CLASSES
 from operators.core.report import VertebraEntry
 from operators.core.series_roles import SeriesDecision
 from operators.core.study_warning import StudyWarning
+from operators.core.threads import thread_map
 from operators.core.vertebra_detection import (
     FusedVertebra,
     Vertebra3D,
@@ -116,14 +117,14 @@ def detect_vertebrae(stacks: Sequence[SagittalStack], detector: Network) -> list
 def appearance_logits(vertebrae: Sequence[FusedVertebra], stacks: Sequence[SagittalStack], appearance: Network) -> np.ndarray:
     """(n, 23) appearance logits per fused body: the mean over the series that detected it."""
     by_uid = {stack.series_instance_uid: stack for stack in stacks}
-    volumes, owners = [], []
-    for index, fused in enumerate(vertebrae):
-        for member in fused.members:
-            stack = by_uid[member.series_instance_uid]
-            volumes.append(appearance_volume(stack.pixels, stack.geometry, member))
-            owners.append(index)
-    logits = appearance(np.stack(volumes).astype(np.float32))
-    owners_array = np.asarray(owners)
+    members = [member for fused in vertebrae for member in fused.members]
+    owners_array = np.asarray([index for index, fused in enumerate(vertebrae) for _ in fused.members])
+
+    def volume(member: Vertebra3D) -> np.ndarray:
+        stack = by_uid[member.series_instance_uid]
+        return appearance_volume(stack.pixels, stack.geometry, member)
+
+    logits = appearance(np.stack(thread_map(volume, members)).astype(np.float32))
     return np.stack([logits[owners_array == index].mean(axis=0) for index in range(len(vertebrae))])
 
 

@@ -40,6 +40,7 @@ import numpy as np
 from operators.core.geometry import VolumeGeometry, inside_source, resample_volume
 from operators.core.levels import LEVELS, disc_name, level_order
 from operators.core.study_warning import StudyWarning
+from operators.core.threads import thread_map
 
 #: Sagittal disc volume ``(slices left-ward, rows head → feet, columns front → back)``.
 DISC_VOLUME_SHAPE: tuple[int, int, int] = (9, 112, 224)
@@ -395,35 +396,45 @@ def extract_frame_views(
     if not axial_stacks:
         warnings.append(StudyWarning("NO_AXIAL_SERIES", "no axial T2 series: discs graded from sagittal views only"))
     views = []
-    for frame in frames:
-        sagittal: dict[str, ExtractedVolume] = {}
-        for source in sources:
-            if source.role not in SAGITTAL_ROLES or source.role in sagittal:
-                continue
-            volume = sagittal_disc_volume(source, frame)
-            if volume.inside_fraction >= MIN_INSIDE_FRACTION:
-                sagittal[source.role] = volume
-            else:
-                warnings.append(StudyWarning(
-                    "DISC_PARTLY_OUTSIDE_VIEW",
-                    f"disc {frame.level}: {volume.inside_fraction:.0%} of its {source.role} view is inside the series; view not used",
-                    source.series_instance_uid,
-                ))
-        axial = axial_disc_slab(axial_stacks, frame) if axial_stacks else None
-        if axial is not None and axial.inside_fraction < MIN_INSIDE_FRACTION:
+    # Discs are resampled side by side (scipy releases the GIL), views and warnings kept in disc order.
+    for frame_views, frame_warnings in thread_map(lambda frame: _frame_views(frame, sources, axial_stacks), frames):
+        warnings += frame_warnings
+        if frame_views is not None:
+            views.append(frame_views)
+    return views, warnings
+
+
+def _frame_views(
+    frame: DiscFrame, sources: Sequence[SeriesVolume], axial_stacks: Sequence[SeriesVolume]
+) -> tuple[DiscViews | None, list[StudyWarning]]:
+    """One disc's views and warnings for :func:`extract_frame_views`."""
+    warnings: list[StudyWarning] = []
+    sagittal: dict[str, ExtractedVolume] = {}
+    for source in sources:
+        if source.role not in SAGITTAL_ROLES or source.role in sagittal:
+            continue
+        volume = sagittal_disc_volume(source, frame)
+        if volume.inside_fraction >= MIN_INSIDE_FRACTION:
+            sagittal[source.role] = volume
+        else:
             warnings.append(StudyWarning(
                 "DISC_PARTLY_OUTSIDE_VIEW",
-                f"disc {frame.level}: {axial.inside_fraction:.0%} of its axial slab is inside the series; slab not used",
-                axial.series_instance_uid,
+                f"disc {frame.level}: {volume.inside_fraction:.0%} of its {source.role} view is inside the series; view not used",
+                source.series_instance_uid,
             ))
-            axial = None
-        elif axial is None and axial_stacks:
-            warnings.append(StudyWarning(
-                "AXIAL_MISSES_LEVEL", f"disc {frame.level}: no axial T2 stack reaches it; graded without the axial view",
-                axial_stacks[0].series_instance_uid,
-            ))
-        if not sagittal:
-            warnings.append(StudyWarning("NO_SAGITTAL_FOR_DISC", f"disc {frame.level}: no sagittal view covers it"))
-        if sagittal or axial is not None:
-            views.append(DiscViews(frame, sagittal, axial))
-    return views, warnings
+    axial = axial_disc_slab(axial_stacks, frame) if axial_stacks else None
+    if axial is not None and axial.inside_fraction < MIN_INSIDE_FRACTION:
+        warnings.append(StudyWarning(
+            "DISC_PARTLY_OUTSIDE_VIEW",
+            f"disc {frame.level}: {axial.inside_fraction:.0%} of its axial slab is inside the series; slab not used",
+            axial.series_instance_uid,
+        ))
+        axial = None
+    elif axial is None and axial_stacks:
+        warnings.append(StudyWarning(
+            "AXIAL_MISSES_LEVEL", f"disc {frame.level}: no axial T2 stack reaches it; graded without the axial view",
+            axial_stacks[0].series_instance_uid,
+        ))
+    if not sagittal:
+        warnings.append(StudyWarning("NO_SAGITTAL_FOR_DISC", f"disc {frame.level}: no sagittal view covers it"))
+    return (DiscViews(frame, sagittal, axial) if sagittal or axial is not None else None), warnings
