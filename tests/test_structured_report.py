@@ -162,9 +162,9 @@ def _point(group: Any) -> tuple[list[float], str]:
 
 
 def _models(group: Any) -> set[str]:
-    """Names of the models a group's algorithm identification lists (parameters are model JSON)."""
+    """The ``Algorithm Parameters`` texts of a group's algorithm identification (one model's JSON each)."""
     items = hd.sr.utils.find_content_items(group[0], name=codes.DCM.AlgorithmParameters, recursive=True)
-    return {json.loads(item.TextValue)["name"] for item in items}
+    return {item.TextValue for item in items}
 
 
 def read_back(path: Path) -> dict[str, Any]:
@@ -257,19 +257,20 @@ def test_every_reported_value_round_trips(written: tuple[dict, Path], study: Stu
     assert back["study_instance_uid"] == report["study_instance_uid"]
     assert back["software_names"] == {report["software"]["name"]}
     assert back["software_versions"] == {report["software"]["version"]}
-    # Each group names the models whose outputs it holds, with their report entries.
-    assert {json.dumps(m, sort_keys=True) for m in report["software"]["models"]} >= set(
-        item.TextValue for item in hd.sr.utils.find_content_items(
-            hd.sr.srread(path).content[0], name=codes.DCM.AlgorithmParameters, recursive=True)
-    )
-    labelling = {"vertebra_detector", "level_appearance", "level_context"}
+    # Each group names the models whose outputs it holds, each by its report entry as JSON.
+    entry_of = {m["name"]: json.dumps(m, sort_keys=True) for m in report["software"]["models"]}
+
+    def entries(*names: str) -> set[str]:
+        return {entry_of[name] for name in names}
+
+    labelling = ("vertebra_detector", "level_appearance", "level_context")
     assert [v["models"] for v in back["vertebrae"]] == [
-        labelling | ({"cancer_sct"} if "findings" in v else set()) for v in report["vertebrae"]
+        entries(*labelling, *(("cancer_sct",) if "findings" in v else ())) for v in report["vertebrae"]
     ]
     assert [d["models"] for d in back["discs"]] == [
-        {"disc_grader"} | ({"rsna_grader"} if d["rsna"] else set()) for d in report["discs"]
+        entries("disc_grader", *(("rsna_grader",) if d["rsna"] else ())) for d in report["discs"]
     ]
-    assert [b["models"] for b in back["bilsky"]] == [{"canal_detector", "bilsky_mr"}] * len(report["bilsky"])
+    assert [b["models"] for b in back["bilsky"]] == [entries("canal_detector", "bilsky_mr")] * len(report["bilsky"])
 
     assert [v["level"] for v in back["vertebrae"]] == [v["level"] for v in report["vertebrae"]]
     for got, want in zip(back["vertebrae"], report["vertebrae"]):

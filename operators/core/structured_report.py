@@ -20,12 +20,12 @@ OHIF can file and show next to the images:
   grade reported (``P(Pfirrmann grade: 3)``).
 * **One group per Bilsky-graded axial image** (TID 1501): the image as source, finding site =
   its level, ``Bilsky grade`` and ``High-grade epidural spinal cord compression`` as coded
-  evaluations, the probability of the grade reported.
+  evaluations, the probability of the grade reported. (The report carries no canal ROI yet; when
+  it does, this becomes a TID 1410 group with that region.)
 
 The probabilities of the other classes stay in ``spine_report.json``: one number per class of every
 grading made two thirds of the SR's content items, more than a reader scans in a viewer, and most
-of the SR writer's time (highdicom's cost grows with the items). (The report carries no canal ROI yet; when it does, this
-  becomes a TID 1410 group with that region.)
+of the SR writer's time (highdicom's cost grows with the items).
 
 Not in the SR (they stay in ``spine_report.json``): the four body corners (four 3D points that
 need not be coplanar have no TID 1410/1411 region form), series roles and reasons, warnings and
@@ -53,6 +53,9 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
+from operators.core.bilsky_pipeline import BILSKY_MODELS, CANAL_MODEL
+from operators.core.cancer_pipeline import CANCER_MODEL
+from operators.core.grading_pipeline import MULTIVIEW_MODEL, SPINENET_MODEL
 from operators.core.gradings import (
     BILSKY_CT_CLASSES,
     BILSKY_MR_GRADES,
@@ -61,9 +64,6 @@ from operators.core.gradings import (
     RSNA_CONDITIONS,
     SPINENET_GRADINGS,
 )
-from operators.core.bilsky_pipeline import BILSKY_MODELS, CANAL_MODEL
-from operators.core.cancer_pipeline import CANCER_MODEL
-from operators.core.grading_pipeline import MULTIVIEW_MODEL, SPINENET_MODEL
 from operators.core.report import ALL_DISCS, ALL_LEVELS, CANCER_SUSPICION_THRESHOLD
 from operators.core.vertebra_pipeline import APPEARANCE_MODEL, CONTEXT_MODEL, DETECTOR_MODEL
 
