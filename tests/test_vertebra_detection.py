@@ -420,12 +420,14 @@ def test_tracking_prefers_the_best_overlap() -> None:
     np.testing.assert_allclose(linked.slice_quads[1].centroid_px, quad[4] + [0.0, 2.0])
 
 
-def vertebra(uid: str, centroid_z: float, score: float = 0.9, height: float = 25.0, x: float = 0.0) -> Vertebra3D:
+def vertebra(uid: str, centroid_z: float, score: float = 0.9, height: float = 25.0, x: float = 0.0, slices: int = 1) -> Vertebra3D:
+    """A tracked body seen on ``slices`` slices, each with ``score`` (its pixel positions are not used)."""
     centroid = np.array([x, 0.0, centroid_z])
     half = np.array([0.0, 0.0, height / 2])
     depth = np.array([0.0, 17.0, 0.0])
     corners = np.array([centroid + half - depth, centroid + half + depth, centroid - half + depth, centroid - half - depth])
-    return Vertebra3D(uid, centroid, corners, score, ())
+    quads = tuple(SliceQuad(i, np.zeros(2), np.zeros((4, 2)), score) for i in range(slices))
+    return Vertebra3D(uid, centroid, corners, score, quads)
 
 
 def test_fusion_counts_support_only_where_a_series_sees() -> None:
@@ -453,6 +455,25 @@ def test_fusion_counts_support_only_where_a_series_sees() -> None:
     assert {round(float(f.centroid_mm[2])): round(f.support, 3) for f in fused} == {-40: 0.5, 1: 0.667, 33: 0.667, 64: 0.5, 96: 0.5}
     assert fuse_series([], covers) == []
 
+
+
+def test_a_body_split_into_fragments_across_the_slab_is_one_vertebra() -> None:
+    """The sacrum's track splits across a wide slab (the ala changes its outline from slice to slice):
+    fragments 15-40 mm apart laterally, the outermost 65 mm from the first, at one height. They are
+    one body, centred where most of its slices are; the next body up stays separate."""
+    fragments = [vertebra("t2", 0.0, 0.75, x=-15.0, slices=6), vertebra("t2", 1.0, 0.6, x=-27.0),
+                 vertebra("t2", -1.0, 0.65, x=23.0), vertebra("t2", 2.0, 0.55, x=38.0)]  # fmt: skip
+    above = vertebra("t2", 32.0, 0.8, x=-10.0, slices=8)
+    fused = fuse_series([[*fragments, above]], lambda uid, point: True)
+    assert len(fused) == 2
+    body, upper = fused
+    assert len(body.members) == 4 and body.members[0] is fragments[0] and upper.members == (above,)
+    weights = np.array([0.75 * 6, 0.6, 0.65, 0.55])
+    np.testing.assert_allclose(body.centroid_mm[0], weights @ [-15.0, -27.0, 23.0, 38.0] / weights.sum())
+    score_only = np.array([0.75, 0.6, 0.65, 0.55]) @ [-15.0, -27.0, 23.0, 38.0] / 2.55
+    assert abs(body.centroid_mm[0] - -15.0) < 8.0 < abs(score_only - -15.0)  # one-slice fragments count less
+    # Laterally apart with nothing between them: two detections, not one body.
+    assert len(fuse_series([[vertebra("t2", 0.0, x=-30.0), vertebra("t2", 0.0, x=30.0)]], lambda uid, point: True)) == 2
 
 # --------------------------------------------------------------------------------------------------
 # End to end through real DICOM geometry

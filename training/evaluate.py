@@ -224,11 +224,12 @@ def _run_detection(args: argparse.Namespace) -> int:
     if unknown:
         print(f"evaluate: unknown perturbation(s) {sorted(unknown)}; choose from {PERTURBATIONS}", file=sys.stderr)
         return 2
-    summary = evaluate_detection(args.count or 10, args.models, perturbations, args.seed or DETECTION_EVALUATION_FIRST_SEED, args.jobs)
-    print_table(summary)
-    if args.json:
-        write_summary_json(summary, args.json)
-    return 0
+    count = args.count or 10
+    summary = evaluate_detection(count, args.models, perturbations, args.seed or DETECTION_EVALUATION_FIRST_SEED, args.jobs)
+    arguments = f"detection --count {count} --jobs {args.jobs} --models {args.models}"
+    if perturbations != ["none"]:
+        arguments += f" --perturb {','.join(perturbations)}"
+    return _finish(summary, arguments, print_table, args.json)
 
 
 def _run_grading(args: argparse.Namespace) -> int:

@@ -714,7 +714,8 @@ class FusedVertebra:
     """One vertebral body after fusing the sagittal series of a study.
 
     Attributes:
-        centroid_mm: ``(3,)`` LPS mm: detection-score-weighted mean of the members' centroids.
+        centroid_mm: ``(3,)`` LPS mm: mean of the members' centroids weighted by detection score ×
+            slices (the score-weighted mean over every slice that saw the body).
         corners_mm: ``(4, 3)`` LPS mm corners of the best-scoring member.
         series_instance_uid: series of the best-scoring member.
         detection_score: mean member score * support, 0..1.
@@ -764,6 +765,18 @@ def same_body(a: Vertebra3D, b: Vertebra3D) -> bool:
     return bool(np.hypot(offset[1], offset[2]) < limit and abs(offset[0]) < SAME_BODY_LATERAL_MM)
 
 
+def _joins(group: Sequence[Vertebra3D], vertebra: Vertebra3D) -> bool:
+    """Whether ``vertebra`` belongs to ``group`` (best-scoring member first): at the seed's place in
+    the sagittal plane, and laterally next to some member (a body's track may split into several
+    fragments across a wide slab, as at the sacrum; linking laterally through them keeps them one body)."""
+    seed = group[0]
+    limit = 0.5 * min(seed.height_mm, vertebra.height_mm)
+    offset = np.asarray(vertebra.centroid_mm) - np.asarray(seed.centroid_mm)
+    if np.hypot(offset[1], offset[2]) >= limit:
+        return False
+    return any(same_body(member, vertebra) for member in group)
+
+
 def fuse_series(
     per_series: Sequence[Sequence[Vertebra3D]],
     covers: Callable[[str, np.ndarray], bool],
@@ -772,10 +785,13 @@ def fuse_series(
 ) -> list[FusedVertebra]:
     """Fuse the vertebrae of several sagittal series (same frame of reference) into one list.
 
-    Vertebrae are visited by decreasing detection score; each joins the first group whose seed (its
-    best-scoring member) is the same body (:func:`same_body`), else seeds a new group. A group's support is the number of distinct series among its members divided by the
-    number of series that detected it or whose field of view contains the group centroid
-    (``covers(uid, centroid_mm)``); groups with support < ``min_support`` are dropped.
+    Vertebrae are visited by decreasing detection score; each joins the first group it belongs to
+    (:func:`_joins`: at the place of the group's seed, its best-scoring member, in the sagittal plane
+    and laterally next to one of its members), else seeds a new group. A group's centroid is the
+    mean of its members' centroids weighted by detection score × slices. A group's support is the
+    number of distinct series among its members divided by the number of series that detected it or
+    whose field of view contains the group centroid (``covers(uid, centroid_mm)``); groups with
+    support < ``min_support`` are dropped.
 
     Args:
         per_series: per series, its vertebrae (from :func:`track_across_slices`).
@@ -798,7 +814,7 @@ def fuse_series(
     groups: list[list[Vertebra3D]] = []
     for vertebra in candidates:
         for group in groups:
-            if same_body(group[0], vertebra):
+            if _joins(group, vertebra):
                 group.append(vertebra)
                 break
         else:
@@ -806,7 +822,10 @@ def fuse_series(
     fused: list[FusedVertebra] = []
     for group in groups:
         scores = np.array([v.detection_score for v in group])
-        weights = scores if scores.sum() > 0.0 else np.ones_like(scores)
+        # Each member weighs what its slices add up to: the centroid is the score-weighted mean over
+        # every slice that saw the body, so a one-slice fragment (e.g. the sacral ala) barely moves it.
+        evidence = np.array([v.detection_score * len(v.slice_quads) for v in group])
+        weights = evidence if evidence.sum() > 0.0 else np.ones_like(evidence)
         centroid = (weights[:, None] * np.array([v.centroid_mm for v in group])).sum(axis=0) / weights.sum()
         detected = {v.series_instance_uid for v in group}
         covering = detected | {uid for uid in uids if covers(uid, centroid)}
