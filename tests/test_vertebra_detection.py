@@ -28,11 +28,13 @@ from operators.core.vertebra_detection import (
     SIZE_MULTIPLE,
     VECTOR_CHANNELS,
     VECTOR_SCALE_PX,
+    BRIDGED_SLICES,
     SliceGrid,
     SliceQuad,
     Vertebra3D,
     decode_slice,
     fuse_series,
+    lateral_sweep,
     merge_tiles,
     network_inputs,
     normalise_intensity,
@@ -419,6 +421,40 @@ def test_tracking_prefers_the_best_overlap() -> None:
     linked = next(v for v in vertebrae if len(v.slice_quads) == 2)
     np.testing.assert_allclose(linked.slice_quads[1].centroid_px, quad[4] + [0.0, 2.0])
 
+
+def _swept(has_bodies: list[bool]) -> list[list[int]]:
+    return list(lateral_sweep(len(has_bodies), lambda index: has_bodies[index]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.booleans(), min_size=1, max_size=30))
+def test_the_lateral_sweep_visits_every_slice_a_track_could_reach(has_bodies: list[bool]) -> None:
+    """Every slice linked to the visited ones through runs of at most BRIDGED_SLICES empty slices is
+    visited (so tracking finds the same bodies); a slice is skipped only behind a longer empty run."""
+    batches = _swept(has_bodies)
+    visited = [index for batch in batches for index in batch]
+    n = len(has_bodies)
+    assert sorted(set(visited)) == sorted(visited) and all(0 <= index < n for index in visited)
+    centre = (n - 1) // 2
+    assert batches[0] == [s for s in (centre - 1, centre, centre + 1) if 0 <= s < n]
+    assert all(len(batch) <= 2 for batch in batches[1:])
+    if not any(has_bodies[index] for index in visited):
+        assert sorted(visited) == list(range(n))
+    low, high = min(visited), max(visited)
+    assert visited and sorted(visited) == list(range(low, high + 1))  # one contiguous run
+    run = BRIDGED_SLICES + 1
+    if low > 0:
+        assert not any(has_bodies[low : low + run]) and len(has_bodies[low : low + run]) == run
+    if high < n - 1:
+        assert not any(has_bodies[high - run + 1 : high + 1])
+
+
+def test_the_lateral_sweep_stops_beside_the_spine() -> None:
+    """A 15-slice whole-spine slab cutting the spine in slices 5-9 (one missed slice at 7)."""
+    has_bodies = [False] * 5 + [True, True, False, True, True] + [False] * 5
+    visited = sorted(index for batch in _swept(has_bodies) for index in batch)
+    assert visited == list(range(3, 12))  # two empty slices each side, then stop
+    assert sorted(index for batch in _swept([False] * 6 + [True]) for index in batch) == list(range(7))
 
 def vertebra(uid: str, centroid_z: float, score: float = 0.9, height: float = 25.0, x: float = 0.0, slices: int = 1) -> Vertebra3D:
     """A tracked body seen on ``slices`` slices, each with ``score`` (its pixel positions are not used)."""

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -650,6 +650,54 @@ def _bounding_boxes(quads: Sequence[SliceQuad]) -> np.ndarray:
     return np.concatenate([corners.min(axis=1), corners.max(axis=1)], axis=1)  # (n, 4) r0 c0 r1 c1
 
 
+#: Missed slices a track bridges (a body detected in slices s and s + 2 but not s + 1 is one track).
+BRIDGED_SLICES: int = 1
+
+
+def lateral_sweep(n_slices: int, has_bodies: Callable[[int], bool]) -> Iterator[list[int]]:
+    """Batches of slice indices to run the detector on: the middle three first, then one more slice
+    on each side per batch, each side stopping once its outermost ``BRIDGED_SLICES + 1`` slices
+    showed no body (after some slice did).
+
+    Slices past such a run can only give tracks that are not linked to any body found so far
+    (:func:`track_across_slices` bridges at most :data:`BRIDGED_SLICES`), and the spine is one
+    connected column: every slice between two that cut it cuts it too. So the sweep skips the
+    slices lateral to the spine (and the ribs or iliac wings there) with the same tracks as a run
+    over every slice.
+
+    Args:
+        n_slices: slices in the stack.
+        has_bodies: whether a slice already yielded had detections; called only on yielded slices,
+            after the caller has run the detector on the batch that held them.
+    """
+    centre = (n_slices - 1) // 2
+    first = [s for s in (centre - 1, centre, centre + 1) if 0 <= s < n_slices]
+    if not first:
+        return
+    yield first
+    visited = list(first)
+    below, above = first[0] - 1, first[-1] + 1
+
+    def finished(nearest_empty: Sequence[int]) -> bool:
+        return all(0 <= s < n_slices and s in visited and not has_bodies(s) for s in nearest_empty) and any(
+            has_bodies(s) for s in visited
+        )
+
+    run = BRIDGED_SLICES + 1
+    while True:
+        batch = []
+        if below >= 0 and not finished(range(below + 1, below + 1 + run)):
+            batch.append(below)
+            below -= 1
+        if above < n_slices and not finished(range(above - run, above)):
+            batch.append(above)
+            above += 1
+        if not batch:
+            return
+        visited.extend(batch)
+        yield batch
+
+
 def track_across_slices(
     quads: Sequence[SliceQuad],
     geometry: VolumeGeometry,
@@ -681,7 +729,7 @@ def track_across_slices(
     boxes = _bounding_boxes(items)
     forward = np.full(len(items), -1, dtype=np.intp)
     backward = np.full(len(items), -1, dtype=np.intp)
-    for gap in (1, 2):
+    for gap in range(1, BRIDGED_SLICES + 2):
         pairs: list[tuple[float, int, int]] = []
         for i in np.flatnonzero(forward < 0):
             for j in np.flatnonzero((slices == slices[i] + gap) & (backward < 0)):

@@ -5,9 +5,10 @@ of any runtime: the operators hand in onnxruntime sessions, tests and training h
 or fakes.
 
 Flow (SpineNetV2 §2.1): every sagittal stack → detector grid → network (batched, tiled for large
-fields of view) → per-slice quadrilaterals → tracked across slices → fused over the sagittal series
-of the study → appearance volumes → appearance network (logits averaged over the series that saw
-the body) → height-probability map → context network → beam search → levels.
+fields of view; slices swept outwards from the middle until the spine ends) → per-slice
+quadrilaterals → tracked across slices → fused over the sagittal series of the study → appearance
+volumes → appearance network (logits averaged over the series that saw the body) →
+height-probability map → context network → beam search → levels.
 """
 
 from __future__ import annotations
@@ -35,9 +36,11 @@ from operators.core.study_warning import StudyWarning
 from operators.core.threads import thread_map
 from operators.core.vertebra_detection import (
     FusedVertebra,
+    SliceQuad,
     Vertebra3D,
     decode_slice,
     fuse_series,
+    lateral_sweep,
     merge_tiles,
     network_inputs,
     normalise_intensity,
@@ -91,13 +94,17 @@ class LabelledVertebra:
 
 
 def detect_in_stack(stack: SagittalStack, detector: Network) -> list[Vertebra3D]:
-    """VFR detection on every slice of one stack, tracked into 3D bodies."""
+    """VFR detection on the slices of one stack that cut the spine (:func:`lateral_sweep`), tracked
+    into 3D bodies."""
     grid = slice_grid(stack.geometry, stack.pixels.shape[1], stack.pixels.shape[2])
     grid_slices = resample_to_grid(stack.pixels, grid)
-    batch, origins = network_inputs(grid_slices)
-    outputs = np.concatenate([detector(batch[i : i + DETECTOR_BATCH]) for i in range(0, len(batch), DETECTOR_BATCH)])
-    merged = merge_tiles(outputs, origins, grid.shape)
-    quads = [quad for index in range(len(merged)) for quad in decode_slice(merged[index], grid, index)]
+    quads_of: dict[int, list[SliceQuad]] = {}
+    for slices in lateral_sweep(len(grid_slices), lambda index: bool(quads_of[index])):
+        batch, origins = network_inputs(grid_slices[slices])
+        outputs = np.concatenate([detector(batch[i : i + DETECTOR_BATCH]) for i in range(0, len(batch), DETECTOR_BATCH)])
+        merged = merge_tiles(outputs, origins, grid.shape)
+        quads_of.update({index: decode_slice(output, grid, index) for index, output in zip(slices, merged)})
+    quads = [quad for index in sorted(quads_of) for quad in quads_of[index]]
     return track_across_slices(quads, stack.geometry, stack.series_instance_uid)
 
 
