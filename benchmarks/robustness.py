@@ -125,7 +125,7 @@ BASES: tuple[BaseSpec, ...] = (
              duplicates=(), layout="per_series", transfer_syntax=ExplicitVRLittleEndian), IDENTITIES[0]),
     BaseSpec("lumbar_flat_rle", 102, StudyConfig(field_of_view="lumbar", series_kinds=("sag_t2", "sag_stir", "ax_t2"),
              duplicates=(), layout="flat", transfer_syntax=RLELossless), IDENTITIES[1]),
-    BaseSpec("whole_nested_jpegls", 103, StudyConfig(field_of_view="whole", series_kinds=("sag_t1", "sag_t2"),
+    BaseSpec("whole_nested_jpegls", 103, StudyConfig(field_of_view="whole", series_kinds=("sag_t2",),
              duplicates=(), layout="nested", whole_spine_stations=2, transfer_syntax=JPEGLSLossless), IDENTITIES[2]),
 )  # fmt: skip
 #: Small sagittal series (slices, larger side in pixels) keep each run short; the damage, not the
