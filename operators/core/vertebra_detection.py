@@ -670,32 +670,27 @@ def lateral_sweep(n_slices: int, has_bodies: Callable[[int], bool]) -> Iterator[
         has_bodies: whether a slice already yielded had detections; called only on yielded slices,
             after the caller has run the detector on the batch that held them.
     """
-    centre = (n_slices - 1) // 2
-    first = [s for s in (centre - 1, centre, centre + 1) if 0 <= s < n_slices]
-    if not first:
+    if n_slices < 1:
         return
-    yield first
-    visited = list(first)
-    below, above = first[0] - 1, first[-1] + 1
-
-    def finished(nearest_empty: Sequence[int]) -> bool:
-        return all(0 <= s < n_slices and s in visited and not has_bodies(s) for s in nearest_empty) and any(
-            has_bodies(s) for s in visited
-        )
-
+    centre = (n_slices - 1) // 2
+    # The sweep has visited slices below + 1 … above - 1, always one contiguous run.
+    below, above = max(centre - 2, -1), min(centre + 2, n_slices)
+    yield list(range(below + 1, above))
     run = BRIDGED_SLICES + 1
+
+    def spine_ended(edge: range, visited: range) -> bool:
+        """The ``run`` outermost visited slices on one side (``edge``) are empty, and some visited slice is not."""
+        return len(edge) == run and not any(has_bodies(s) for s in edge) and any(has_bodies(s) for s in visited)
+
     while True:
-        batch = []
-        if below >= 0 and not finished(range(below + 1, below + 1 + run)):
-            batch.append(below)
-            below -= 1
-        if above < n_slices and not finished(range(above - run, above)):
-            batch.append(above)
-            above += 1
-        if not batch:
+        visited = range(below + 1, above)
+        grow_below = below >= 0 and not spine_ended(visited[:run], visited)
+        grow_above = above < n_slices and not spine_ended(visited[-run:], visited)
+        if not (grow_below or grow_above):
             return
-        visited.extend(batch)
-        yield batch
+        yield [s for s, grow in ((below, grow_below), (above, grow_above)) if grow]
+        below -= int(grow_below)
+        above += int(grow_above)
 
 
 def track_across_slices(
@@ -808,21 +803,22 @@ def same_body(a: Vertebra3D, b: Vertebra3D) -> bool:
     midline, 10-25 mm apart laterally but at the same height. Sagittal series lie within ~20° of
     the patient's x axis, and distinct bodies are always a body height apart in (y, z).
     """
+    lateral_mm = abs(float(np.asarray(a.centroid_mm)[0] - np.asarray(b.centroid_mm)[0]))
+    return _same_sagittal_place(a, b) and lateral_mm < SAME_BODY_LATERAL_MM
+
+
+def _same_sagittal_place(a: Vertebra3D, b: Vertebra3D) -> bool:
+    """Centroids closer than 0.5 × the smaller height in the patient's sagittal plane (y, z)."""
     offset = np.asarray(a.centroid_mm) - np.asarray(b.centroid_mm)
-    limit = 0.5 * min(a.height_mm, b.height_mm)
-    return bool(np.hypot(offset[1], offset[2]) < limit and abs(offset[0]) < SAME_BODY_LATERAL_MM)
+    return bool(np.hypot(offset[1], offset[2]) < 0.5 * min(a.height_mm, b.height_mm))
 
 
 def _joins(group: Sequence[Vertebra3D], vertebra: Vertebra3D) -> bool:
     """Whether ``vertebra`` belongs to ``group`` (best-scoring member first): at the seed's place in
-    the sagittal plane, and laterally next to some member (a body's track may split into several
-    fragments across a wide slab, as at the sacrum; linking laterally through them keeps them one body)."""
-    seed = group[0]
-    limit = 0.5 * min(seed.height_mm, vertebra.height_mm)
-    offset = np.asarray(vertebra.centroid_mm) - np.asarray(seed.centroid_mm)
-    if np.hypot(offset[1], offset[2]) >= limit:
-        return False
-    return any(same_body(member, vertebra) for member in group)
+    the sagittal plane, and the same body (:func:`same_body`) as some member (a body's track may
+    split into several fragments across a wide slab, as at the sacrum; linking laterally through
+    them keeps them one body)."""
+    return _same_sagittal_place(group[0], vertebra) and any(same_body(member, vertebra) for member in group)
 
 
 def fuse_series(
