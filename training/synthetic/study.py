@@ -208,6 +208,8 @@ class StudyConfig:
         anatomy: passed to ``make_phantom``.
         cancer: force a subject with (True) or without (False) cancer when ``anatomy`` is None
             (training sets for the cancer model are enriched; every other draw stays the same).
+        transitional: ``"L6"`` or ``"T13"`` forces that transitional anatomy when ``anatomy`` is None
+            (the generator's own draw is standard C1…S1; every other draw stays the same).
         reverse_instance_numbers: force InstanceNumber order against (True) or along (False) slices.
         sagittal_slices: force the slices per sagittal series (the slab keeps its slice step, so it
             gets wider or narrower); for scaling benchmarks.
@@ -233,6 +235,7 @@ class StudyConfig:
     wrap_rate: float = 0.06
     anatomy: AnatomyConfig | None = None
     cancer: bool | None = None
+    transitional: str | None = None
     reverse_instance_numbers: bool | None = None
     sagittal_slices: int | None = None
     sagittal_matrix: int | None = None
@@ -743,7 +746,8 @@ class _Study:
         self.vendor: Vendor = VENDORS[config.vendor or str(rng.choice(sorted(VENDORS)))]
         self.field_t = float(config.field_strength_t or (1.5 if rng.random() < 0.55 else 3.0))
         self.layout = config.layout or str(rng.choice(LAYOUTS))
-        anatomy = config.anatomy or AnatomyConfig(pathology_rate=float(rng.uniform(0.1, 0.9)), cancer=config.cancer)
+        anatomy = config.anatomy or AnatomyConfig(pathology_rate=float(rng.uniform(0.1, 0.9)), cancer=config.cancer,
+                                                transitional=config.transitional)
         self.phantom = make_phantom(np.random.default_rng([seed, 12]), anatomy)
         rotation = acq.rotation_matrix((rng.uniform(-4, 4), rng.uniform(-4, 4), rng.uniform(-3, 3)))
         offset = np.array([rng.uniform(-25, 25), rng.uniform(-30, 30), rng.uniform(-120, 120)])
