@@ -179,6 +179,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                              "app) or the true ones (the later model alone); bilsky also: none (canal detector alone)")
     parser.add_argument("--perturb", default="none",
                         help="detection: comma-separated image perturbations (none, noise, contrast, resolution, rotation)")
+    parser.add_argument("--anatomy", default="standard",
+                        help="detection: standard, or L6 / T13 for spines with that transitional vertebra (scored on the "
+                             "fields of view that image it)")
     parser.add_argument("--data-root", type=Path,
                         help="real: the folder holding FastCleverSeg's ImageDatasets (training/real/fastcleverseg.py)")
     parser.add_argument("--split", choices=("train", "val", "test"), default="test", help="real: which subjects")
@@ -216,7 +219,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_detection(args: argparse.Namespace) -> int:
     from training.evaluate_detection import (
-        DETECTION_EVALUATION_FIRST_SEED, PERTURBATIONS, evaluate_detection, print_table,
+        ANATOMIES, DETECTION_EVALUATION_FIRST_SEED, PERTURBATIONS, evaluate_detection, print_table,
     )
 
     perturbations = [p.strip() for p in args.perturb.split(",") if p.strip()]
@@ -224,11 +227,19 @@ def _run_detection(args: argparse.Namespace) -> int:
     if unknown:
         print(f"evaluate: unknown perturbation(s) {sorted(unknown)}; choose from {PERTURBATIONS}", file=sys.stderr)
         return 2
+    if args.anatomy not in ANATOMIES:
+        print(f"evaluate: unknown anatomy {args.anatomy!r}; choose from {ANATOMIES}", file=sys.stderr)
+        return 2
     count = args.count or 10
-    summary = evaluate_detection(count, args.models, perturbations, args.seed or DETECTION_EVALUATION_FIRST_SEED, args.jobs)
+    summary = evaluate_detection(count, args.models, perturbations, args.seed or DETECTION_EVALUATION_FIRST_SEED, args.jobs,
+                                 args.anatomy)
     arguments = f"detection --count {count} --jobs {args.jobs} --models {args.models}"
     if perturbations != ["none"]:
         arguments += f" --perturb {','.join(perturbations)}"
+    if args.anatomy != "standard":
+        arguments += f" --anatomy {args.anatomy}"
+    if args.seed:
+        arguments += f" --seed {args.seed}"
     return _finish(summary, arguments, print_table, args.json)
 
 

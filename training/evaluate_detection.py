@@ -13,12 +13,19 @@ the networks never saw in training):
 * ``resolution`` — in-plane pixels 2.4× coarser (1.0–2.9 mm; the generator stays ≤ 1.2 mm);
 * ``rotation`` — the image rotated 30° in plane (training ±20° augmentation, generator ≤ 20° obliquity).
 
+``--anatomy L6`` or ``--anatomy T13`` scores studies whose spine has that transitional vertebra (the
+generator's own spines are standard C1…S1), over the fields of view that image it
+(:data:`TRANSITIONAL_FIELDS_OF_VIEW`); the same seeds as standard anatomy, so a study differs only in
+the spine drawn.
+
 Metrics (design §6), over true vertebrae fully in view in at least one scored series (C1 has no
 body and is never counted): a prediction matches a true vertebra when its centroid lies within
 0.5 × the true body height of the true centroid (one-to-one, nearest first). Precision = matched
 predictions / predictions, where predictions matching a vertebra that is only partly in view are
 neither right nor wrong; recall = matched / true; IDR = true vertebrae whose match has the right
-level / true; LE = mean 3D distance (mm) of matched centroids.
+level / true; LE = mean 3D distance (mm) of matched centroids. Transitional levels are also counted on
+their own: how many true L6/T13 in view got their level, and how many predictions named L6/T13 where
+the matched vertebra is another level or none (a false transitional label shifts the levels above it).
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ from scipy import ndimage
 
 from operators.core.dicom_io import scan_study_folder
 from operators.core.geometry import VolumeGeometry
-from operators.core.levels import LEVELS_WITHOUT_BODY
+from operators.core.levels import LEVELS_WITHOUT_BODY, TRANSITIONAL_AFTER
 from operators.core.onnx_models import OnnxModel, open_model
 from operators.core.vertebra_detection import fuse_series
 from operators.core.vertebra_pipeline import (
@@ -56,6 +63,10 @@ DETECTION_EVALUATION_FIRST_SEED = 910_000
 FIELDS_OF_VIEW = ("lumbar", "whole", "thoracic", "cervical")
 SEQUENCES = ("sag_t1", "sag_t2", "sag_stir")
 PERTURBATIONS = ("none", "noise", "contrast", "resolution", "rotation")
+#: ``--anatomy`` choices: the generator's standard spine or a forced transitional level.
+ANATOMIES = ("standard", *TRANSITIONAL_AFTER)
+#: Fields of view that image each transitional level (an L6 sits above the sacrum, a T13 below T12).
+TRANSITIONAL_FIELDS_OF_VIEW: dict[str, tuple[str, ...]] = {"L6": ("lumbar", "whole"), "T13": ("lumbar", "thoracic", "whole")}
 
 
 
@@ -69,6 +80,9 @@ class Score:
     ignored: int = 0  # predictions matching a vertebra only partly in view
     identified: int = 0
     distance_sum_mm: float = 0.0
+    transitional: int = 0  # true L6/T13 in view
+    transitional_identified: int = 0
+    false_transitional: int = 0  # predictions named L6/T13 that match another level or nothing
 
     def __add__(self, other: "Score") -> "Score":
         return Score(*(a + b for a, b in zip(vars(self).values(), vars(other).values())))
@@ -81,6 +95,9 @@ class Score:
             "recall": self.matched / self.true if self.true else 1.0,
             "idr": self.identified / self.true if self.true else 1.0,
             "le_mm": self.distance_sum_mm / self.matched if self.matched else float("nan"),
+            "transitional": self.transitional,
+            "transitional_identified": self.transitional_identified,
+            "false_transitional": self.false_transitional,
         }
 
 
@@ -105,13 +122,20 @@ def score_study(truth: dict, series_uids: Sequence[str], predictions: Sequence[t
             distance = float(np.linalg.norm(np.asarray(centroid) - vertebra["centroid_mm"]))
             if distance <= 0.5 * vertebra["height_mm"]:
                 pairs.append((distance, p, t))
-    score = Score(true=sum(in_view), predicted=len(predictions))
-    for distance, p, t in nearest_first(pairs):
+    matches = nearest_first(pairs)
+    truth_of = {p: t for _, p, t in matches}
+    score = Score(true=sum(in_view), predicted=len(predictions),
+                  transitional=sum(seen and v["level"] in TRANSITIONAL_AFTER for seen, v in zip(in_view, candidates)),
+                  false_transitional=sum(
+                      level in TRANSITIONAL_AFTER and (p not in truth_of or candidates[truth_of[p]]["level"] != level)
+                      for p, (level, _) in enumerate(predictions)))
+    for distance, p, t in matches:
         if not in_view[t]:
             score = score + Score(ignored=1)
             continue
-        score = score + Score(matched=1, distance_sum_mm=distance,
-                              identified=int(predictions[p][0] == candidates[t]["level"]))
+        identified = predictions[p][0] == candidates[t]["level"]
+        score = score + Score(matched=1, distance_sum_mm=distance, identified=int(identified),
+                              transitional_identified=int(identified and candidates[t]["level"] in TRANSITIONAL_AFTER))
     return score
 
 
@@ -148,11 +172,13 @@ def _networks(models: Path) -> tuple[OnnxModel, OnnxModel, OnnxModel]:
     return tuple(open_model(name, models) for name in (DETECTOR_MODEL, APPEARANCE_MODEL, CONTEXT_MODEL))
 
 
-def evaluate_study(seed: int, fov: str, workdir: Path, models: Path, perturbations: Sequence[str]) -> list[dict[str, Any]]:
+def evaluate_study(seed: int, fov: str, workdir: Path, models: Path, perturbations: Sequence[str],
+                   anatomy: str = "standard") -> list[dict[str, Any]]:
     """Score one generated study for each sequence alone and all together, under each perturbation."""
     detector, appearance, context = _networks(models)
     study_dir = workdir / f"study_{seed}"
-    truth = generate_study(seed, study_dir, StudyConfig(field_of_view=fov, series_kinds=SEQUENCES))
+    transitional = None if anatomy == "standard" else anatomy
+    truth = generate_study(seed, study_dir, StudyConfig(field_of_view=fov, series_kinds=SEQUENCES, transitional=transitional))
     try:
         kinds = {s["series_instance_uid"]: s["kind"] for s in truth["series"]}
         scan = scan_study_folder(study_dir / "study")
@@ -203,27 +229,32 @@ def _score_sequence_sets(truth, kinds, stacks, detector, appearance, context, pe
     return rows
 
 
-def _evaluate_job(job: tuple[int, str, Path, Path, tuple[str, ...]]) -> list[dict[str, Any]]:
+def _evaluate_job(job: tuple[int, str, Path, Path, tuple[str, ...], str]) -> list[dict[str, Any]]:
     return evaluate_study(*job)
 
 
 def evaluate_detection(count_per_fov: int, models: Path, perturbations: Sequence[str] = ("none",),
-                       first_seed: int = DETECTION_EVALUATION_FIRST_SEED, jobs: int = 1) -> dict[str, Any]:
+                       first_seed: int = DETECTION_EVALUATION_FIRST_SEED, jobs: int = 1,
+                       anatomy: str = "standard") -> dict[str, Any]:
     """Run :func:`evaluate_study` over ``count_per_fov`` studies per field of view and summarise.
 
-    Seeds: ``first_seed + 1000 × (field-of-view index) + i``. ``jobs`` > 1 runs studies in parallel
+    Seeds: ``first_seed + 1000 × (index in FIELDS_OF_VIEW) + i``; a transitional ``anatomy`` scores
+    only the fields of view that image it (same seeds). ``jobs`` > 1 runs studies in parallel
     processes (``--seconds`` per study are then contended and only indicative).
     """
+    if anatomy not in ANATOMIES:
+        raise ValueError(f"anatomy must be one of {ANATOMIES}, not {anatomy!r}")
+    fields = FIELDS_OF_VIEW if anatomy == "standard" else TRANSITIONAL_FIELDS_OF_VIEW[anatomy]
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="spine-map-detection-") as workdir:
         work = [
-            (first_seed + 1000 * f + i, fov, Path(workdir), Path(models), tuple(perturbations))
-            for f, fov in enumerate(FIELDS_OF_VIEW)
+            (first_seed + 1000 * FIELDS_OF_VIEW.index(fov) + i, fov, Path(workdir), Path(models), tuple(perturbations), anatomy)
+            for fov in fields
             for i in range(count_per_fov)
         ]
         per_study = map_jobs(_evaluate_job, work, jobs)
     rows = [row for study in per_study for row in study]
-    return summarise(rows, time.perf_counter() - started)
+    return {**summarise(rows, time.perf_counter() - started), "first_seed": first_seed, "anatomy": anatomy}
 
 
 def summarise(rows: Sequence[dict[str, Any]], seconds: float) -> dict[str, Any]:
@@ -245,16 +276,28 @@ def summarise(rows: Sequence[dict[str, Any]], seconds: float) -> dict[str, Any]:
         for row in rows
         if row["score"]["identified"] < row["score"]["true"] or row["score"]["matched"] + row["score"]["ignored"] < row["score"]["predicted"]
     ]
-    return {"table": summary, "imperfect": imperfect, "seconds": round(seconds, 1),
-            "first_seed": DETECTION_EVALUATION_FIRST_SEED}
+    return {"table": summary, "imperfect": imperfect, "seconds": round(seconds, 1)}
+
+
+def markdown_table(summary: dict[str, Any], fused_only: bool = False) -> str:
+    """The summary's rows as a Markdown table (the model cards quote it); ``fused_only``: the
+    ``all`` sequence sets alone."""
+    lines = ["| perturbation | field of view | sequences | studies | vertebrae | precision % | recall % | IDR % | LE mm "
+             "| L6/T13 found | false L6/T13 |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for key, m in summary["table"].items():
+        perturbation, fov, sequences = key.split("|")
+        if fused_only and sequences != "all":
+            continue
+        lines.append(f"| {perturbation} | {fov} | {sequences} | {m['studies']} | {m['vertebrae']} | "
+                     f"{100 * m['precision']:.2f} | {100 * m['recall']:.2f} | {100 * m['idr']:.2f} | {m['le_mm']:.2f} | "
+                     f"{m['transitional_identified']}/{m['transitional']} | {m['false_transitional']} |")
+    return "\n".join(lines)
 
 
 def print_table(summary: dict[str, Any]) -> None:
-    print("| perturbation | field of view | sequences | studies | vertebrae | precision % | recall % | IDR % | LE mm | s/study |")
-    print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for key, m in summary["table"].items():
-        perturbation, fov, sequences = key.split("|")
-        print(f"| {perturbation} | {fov} | {sequences} | {m['studies']} | {m['vertebrae']} | {100 * m['precision']:.2f} | "
-              f"{100 * m['recall']:.2f} | {100 * m['idr']:.2f} | {m['le_mm']:.2f} | {m['median_seconds']:.2f} |")
+    print(f"anatomy: {summary['anatomy']}")
+    print(markdown_table(summary))
+    seconds = {key: m["median_seconds"] for key, m in summary["table"].items()}
+    print("median s/study: " + ", ".join(f"{key} {value:.2f}" for key, value in seconds.items()))
     print(f"\n{len(summary['imperfect'])} (study, sequence set) rows not perfect; {summary['seconds']} s")
-

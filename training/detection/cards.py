@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 from training.cards import CardText
 from training.cards import write_card as write_model_card
+from training.evaluate_detection import markdown_table
 from training.real.fastcleverseg import TERMS
 
 #: What each network is for, and its limits; the numbers come from the manifest and evaluation.
@@ -92,16 +94,6 @@ TRAINED_ON_REAL = ("synthetic spine-map studies and public annotated lumbar MRI:
                    "(42 subjects; GPL-3.0, cite the datasets, see the model card)")
 
 
-def _metrics_table(evaluation: dict[str, Any]) -> str:
-    lines = ["| perturbation | field of view | sequences | studies | vertebrae | precision % | recall % | IDR % | LE mm |",
-             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for key, m in evaluation["table"].items():
-        perturbation, fov, sequences = key.split("|")
-        lines.append(f"| {perturbation} | {fov} | {sequences} | {m['studies']} | {m['vertebrae']} | "
-                     f"{100 * m['precision']:.2f} | {100 * m['recall']:.2f} | {100 * m['idr']:.2f} | {m['le_mm']:.2f} |")
-    return "\n".join(lines)
-
-
 #: Training-config fields that are command-line flags of ``train-vertebrae``.
 _CONFIG_FLAGS = {"steps": "--detector-steps", "patch_px": "--patch-px",
                  "appearance_steps": "--appearance-steps", "context_steps": "--context-steps"}
@@ -112,9 +104,22 @@ def _training_flags(config: dict[str, Any]) -> str:
     return "".join(f" {flag} {config[field]}" for field, flag in _CONFIG_FLAGS.items() if field in config)
 
 
-def write_card(models: Path, name: str, evaluation_path: Path | None, real_evaluation_path: Path | None = None) -> Path:
-    """Write ``models/<name>.md`` from the manifest (and the synthetic and real evaluation JSONs when
-    they exist); the training data are described from the manifest's ``trained_on``."""
+def _transitional_metrics(paths: Sequence[Path]) -> list[str]:
+    """Card section for the transitional-anatomy runs (``evaluate detection --anatomy L6|T13 --json``)."""
+    section = []
+    for path in paths:
+        if path.exists():
+            evaluation = json.loads(path.read_text())
+            section += [f"Spines with {evaluation['anatomy']}, all sagittal sequences fused "
+                        f"(`{evaluation.get('command', 'python -m training evaluate detection')}`):",
+                        markdown_table(evaluation, fused_only=True)]
+    return ["## Metrics on transitional anatomy", *section] if section else []
+
+
+def write_card(models: Path, name: str, evaluation_path: Path | None, real_evaluation_path: Path | None = None,
+               transitional_paths: Sequence[Path] = ()) -> Path:
+    """Write ``models/<name>.md`` from the manifest (and the synthetic, transitional-anatomy and real
+    evaluation JSONs that exist); the training data are described from the manifest's ``trained_on``."""
     entry = json.loads((models / "manifest.json").read_text())["models"][name]
     config = entry.get("training", {}).get("config", {})
     real = entry.get("trained_on") == TRAINED_ON_REAL
@@ -125,8 +130,11 @@ def write_card(models: Path, name: str, evaluation_path: Path | None, real_evalu
             "## Metrics (whole pipeline: detector + labeller)",
             f"Measured by `{evaluation.get('command', 'python -m training evaluate detection')}` "
             f"on fresh synthetic studies (first seed {evaluation['first_seed']}); definitions in design §6.",
-            _metrics_table(evaluation),
+            markdown_table(evaluation),
+            "L6/T13 found: true transitional vertebrae in view that got their level; false L6/T13: predictions "
+            "named L6 or T13 where the matched vertebra is another level or none.",
         ]
+    metrics += _transitional_metrics(transitional_paths)
     if real_evaluation_path is not None and real_evaluation_path.exists():
         metrics += _real_metrics(real_evaluation_path)
     command = ("python -m training train-vertebrae --train data/train --val data/val --work work --models models"

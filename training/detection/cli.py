@@ -59,6 +59,9 @@ DETECTION_EVALUATION_JSON = Path("docs/evaluation/detection.json")
 
 MODEL_NAMES = (DETECTOR_MODEL, APPEARANCE_MODEL, CONTEXT_MODEL)
 
+#: Where ``python -m training evaluate detection --anatomy L6|T13 --json`` puts the transitional numbers.
+TRANSITIONAL_EVALUATION_JSONS = (Path("docs/evaluation/detection_L6.json"), Path("docs/evaluation/detection_T13.json"))
+
 #: Where ``python -m training evaluate real --split test --json`` puts the real numbers the cards quote.
 REAL_EVALUATION_JSON = Path("docs/evaluation/real_test.json")
 
@@ -142,7 +145,7 @@ def main_stages(
         export_all(work, models, detector_config, labeller_config)
     if "cards" in stages:
         for name in MODEL_NAMES:
-            write_card(models, name, DETECTION_EVALUATION_JSON, REAL_EVALUATION_JSON)
+            write_card(models, name, DETECTION_EVALUATION_JSON, REAL_EVALUATION_JSON, TRANSITIONAL_EVALUATION_JSONS)
 
 
 def _trained_config(work: Path, name: str, default: DetectorConfig | LabellerConfig) -> DetectorConfig | LabellerConfig:
