@@ -4,8 +4,8 @@ the training record and the detection evaluation (``docs/evaluation/detection.js
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from training.cards import CardText

@@ -13,6 +13,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from operators.core.levels import TRANSITIONAL_AFTER
 from training.synthetic.study import FIELDS_OF_VIEW, KINDS, LAYOUTS, StudyConfig, generate_study
 
 
@@ -32,7 +33,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--layout", choices=LAYOUTS, help="force the study folder layout")
     parser.add_argument("--kinds", type=_kinds, help=f"force the series kinds, comma-separated ({', '.join(KINDS)})")
     parser.add_argument("--cancer", choices=("yes", "no"), help="force subjects with or without spinal cancer")
-    parser.add_argument("--transitional", choices=("L6", "T13"),
+    parser.add_argument("--transitional", choices=sorted(TRANSITIONAL_AFTER),
                         help="force spines with a sixth lumbar (L6) or a thirteenth thoracic (T13) vertebra")
     parser.add_argument("--rsna-layout", action="store_true", help="also write RSNA-2024-format CSVs under OUT/rsna")
     parser.add_argument("--jobs", type=int, default=1, help="studies generated in parallel (processes)")

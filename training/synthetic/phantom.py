@@ -61,7 +61,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 
 from operators.core.gradings import BILSKY_MR_GRADES
-from operators.core.levels import disc_levels, discs_between, levels_with_transitional
+from operators.core.levels import TRANSITIONAL_AFTER, disc_levels, discs_between, levels_with_transitional
 from training.synthetic import anatomy
 from training.synthetic.anatomy import Subject, SpineFrame
 from training.synthetic.painter import Lesion, Painter, Scene
@@ -452,8 +452,8 @@ def _cord_levels(levels: list[str], subject: Subject) -> list[str]:
 def make_phantom(rng: np.random.Generator, config: AnatomyConfig | None = None) -> SpinePhantom:
     """Draw one subject: anatomy, tissue properties and pathology (deterministic for a seeded ``rng``)."""
     config = config or AnatomyConfig()
-    if config.transitional not in (None, "L6", "T13"):
-        raise ValueError(f"transitional must be None, 'L6' or 'T13', not {config.transitional!r}")
+    if config.transitional is not None and config.transitional not in TRANSITIONAL_AFTER:
+        raise ValueError(f"transitional must be None or one of {sorted(TRANSITIONAL_AFTER)}, not {config.transitional!r}")
     rate = float(np.clip(config.pathology_rate, 0.0, 1.0))
     has_cancer = bool(config.cancer) if config.cancer is not None else bool(rng.random() < min(0.5, 0.4 * rate))
     subject = anatomy.sample_subject(rng, config.scoliosis_deg, config.lordosis_scale, config.kyphosis_scale, has_cancer)
