@@ -12,9 +12,11 @@ SERIES = "1.2.3"
 
 
 def _truth(levels: list[str], partial: tuple[str, ...] = ()) -> dict:
-    """Bodies 30 mm apart along z (cranial first), 25 mm tall, fully in view unless named in ``partial``."""
+    """Bodies 30 mm apart along z (cranial first), 25 mm tall, 30 mm deep, 40 mm wide, upright and
+    facing anterior (LPS −y), fully in view unless named in ``partial``."""
     return {"vertebrae": [
-        {"level": level, "centroid_mm": [0.0, 0.0, -30.0 * i], "height_mm": 25.0,
+        {"level": level, "centroid_mm": [0.0, 0.0, -30.0 * i], "height_mm": 25.0, "depth_mm": 30.0, "width_mm": 40.0,
+         "superior_axis": [0.0, 0.0, 1.0], "anterior_axis": [0.0, -1.0, 0.0],
          "fully_in_view": {SERIES: level not in partial}}
         for i, level in enumerate(levels)
     ]}
@@ -54,6 +56,18 @@ def test_a_transitional_body_partly_in_view_is_not_counted():
     truth = _truth(["L5", "L6", "S1"], partial=("L6",))
     score = score_study(truth, [SERIES], [("L5", _at(truth, "L5")), ("L6", _at(truth, "L6")), ("S1", _at(truth, "S1"))])
     assert (score.true, score.ignored, score.transitional, score.false_transitional) == (2, 1, 0, 0)
+
+
+def test_a_body_cut_sideways_by_the_slab_is_not_a_false_positive_but_a_lateral_miss_of_a_full_one_is():
+    truth = _truth(["L4", "L5", "S1"], partial=("S1",))
+    # 18 mm to the side: outside 0.5 × height (12.5 mm) but inside the 40 mm wide body.
+    predictions = [("L4", _at(truth, "L4")), ("L5", _at(truth, "L5", 18.0)), ("S1", _at(truth, "S1", 18.0))]
+    score = score_study(truth, [SERIES], predictions)
+    assert (score.true, score.matched, score.ignored) == (2, 1, 1)
+    assert score.metrics()["precision"] == pytest.approx(1 / 2)
+    # Beyond the body's half width a prediction is not attributed to the partial body either.
+    score = score_study(truth, [SERIES], [("S1", _at(truth, "S1", 21.0))])
+    assert (score.matched, score.ignored, score.predicted) == (0, 0, 1)
 
 
 @pytest.mark.parametrize("level, parent", [("L6", "L5"), ("T13", "T12")])

@@ -21,8 +21,10 @@ the spine drawn.
 Metrics (design §6), over true vertebrae fully in view in at least one scored series (C1 has no
 body and is never counted): a prediction matches a true vertebra when its centroid lies within
 0.5 × the true body height of the true centroid (one-to-one, nearest first). Precision = matched
-predictions / predictions, where predictions matching a vertebra that is only partly in view are
-neither right nor wrong; recall = matched / true; IDR = true vertebrae whose match has the right
+predictions / predictions, where predictions of a vertebra that is only partly in view are neither
+right nor wrong — such a prediction matches within 0.5 × the body height or anywhere inside the true
+body's box (height × depth × width along its own axes), because a slab that cuts a body sideways
+leaves its lateral centre unmeasurable; recall = matched / true; IDR = true vertebrae whose match has the right
 level / true; LE = mean 3D distance (mm) of matched centroids. Transitional levels are also counted on
 their own: how many true L6/T13 in view got their level, and how many predictions named L6/T13 where
 the matched vertebra is another level or none (a false transitional label shifts the levels above it).
@@ -112,6 +114,18 @@ def nearest_first(pairs: Sequence[tuple[float, int, int]]) -> list[tuple[float, 
     return matches
 
 
+def inside_body(point_mm: np.ndarray, vertebra: dict) -> bool:
+    """Whether ``point_mm`` (LPS) lies in the true body's box: height × depth × width about its
+    centroid, along its superior and anterior axes and their cross product. ``False`` for a truth
+    without a box (the real datasets' placeholders beyond the annotated bodies)."""
+    if "superior_axis" not in vertebra:
+        return False
+    superior, anterior = np.asarray(vertebra["superior_axis"]), np.asarray(vertebra["anterior_axis"])
+    offset = np.asarray(point_mm) - vertebra["centroid_mm"]
+    along_axes = np.abs([offset @ superior, offset @ anterior, offset @ np.cross(superior, anterior)])
+    return bool(np.all(along_axes <= 0.5 * np.array([vertebra["height_mm"], vertebra["depth_mm"], vertebra["width_mm"]])))
+
+
 def score_study(truth: dict, series_uids: Sequence[str], predictions: Sequence[tuple[str, np.ndarray]]) -> Score:
     """Score predicted ``(level, centroid_mm)`` against the truth for the scored series."""
     candidates = [v for v in truth["vertebrae"] if v["level"] not in LEVELS_WITHOUT_BODY]
@@ -120,7 +134,7 @@ def score_study(truth: dict, series_uids: Sequence[str], predictions: Sequence[t
     for p, (_, centroid) in enumerate(predictions):
         for t, vertebra in enumerate(candidates):
             distance = float(np.linalg.norm(np.asarray(centroid) - vertebra["centroid_mm"]))
-            if distance <= 0.5 * vertebra["height_mm"]:
+            if distance <= 0.5 * vertebra["height_mm"] or (not in_view[t] and inside_body(centroid, vertebra)):
                 pairs.append((distance, p, t))
     matches = nearest_first(pairs)
     truth_of = {p: t for _, p, t in matches}
