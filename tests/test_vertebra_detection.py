@@ -34,6 +34,7 @@ from operators.core.vertebra_detection import (
     Vertebra3D,
     decode_slice,
     fuse_series,
+    off_column,
     lateral_sweep,
     merge_tiles,
     network_inputs,
@@ -456,9 +457,10 @@ def test_the_lateral_sweep_stops_beside_the_spine() -> None:
     assert visited == list(range(3, 12))  # two empty slices each side, then stop
     assert sorted(index for batch in _swept([False] * 6 + [True]) for index in batch) == list(range(7))
 
-def vertebra(uid: str, centroid_z: float, score: float = 0.9, height: float = 25.0, x: float = 0.0, slices: int = 1) -> Vertebra3D:
+def vertebra(uid: str, centroid_z: float, score: float = 0.9, height: float = 25.0, x: float = 0.0, slices: int = 1,
+             y: float = 0.0) -> Vertebra3D:
     """A tracked body seen on ``slices`` slices, each with ``score`` (its pixel positions are not used)."""
-    centroid = np.array([x, 0.0, centroid_z])
+    centroid = np.array([x, y, centroid_z])
     half = np.array([0.0, 0.0, height / 2])
     depth = np.array([0.0, 17.0, 0.0])
     corners = np.array([centroid + half - depth, centroid + half + depth, centroid - half + depth, centroid - half - depth])
@@ -510,6 +512,36 @@ def test_a_body_split_into_fragments_across_the_slab_is_one_vertebra() -> None:
     assert abs(body.centroid_mm[0] - -15.0) < 8.0 < abs(score_only - -15.0)  # one-slice fragments count less
     # Laterally apart with nothing between them: two detections, not one body.
     assert len(fuse_series([[vertebra("t2", 0.0, x=-30.0), vertebra("t2", 0.0, x=30.0)]], lambda uid, point: True)) == 2
+
+def _column(bend_deg: list[float], step_mm: float = 32.0) -> list[tuple[float, float]]:
+    """(y, z) of consecutive body centroids ``step_mm`` apart, turning by ``bend_deg`` at each body."""
+    points, angle = [(0.0, 0.0)], 0.0
+    for bend in bend_deg:
+        angle += np.radians(bend)
+        y, z = points[-1]
+        points.append((y + step_mm * np.sin(angle), z + step_mm * np.cos(angle)))
+    return points
+
+
+def test_a_detection_beside_the_column_between_two_touching_bodies_is_off_column() -> None:
+    column = [vertebra("t2", z, y=y) for y, z in _column([0.0, 8.0, 8.0, 8.0, 8.0])]
+    bowel = vertebra("t2", 48.0, 0.4, y=-55.0)  # 55 mm anterior of the bodies at z 32 and 64
+    fused = fuse_series([[*column, bowel]], lambda uid, point: True)
+    assert [fused[i].detection_score for i in off_column(fused)] == [pytest.approx(0.4)]
+    # Between two bodies a missed level apart there is room for a body: not judged.
+    gapped = [vertebra("t2", 0.0), vertebra("t2", 32.0), vertebra("t2", 96.0), vertebra("t2", 128.0)]
+    assert off_column(fuse_series([[*gapped, vertebra("t2", 64.0, 0.4, y=-40.0)]], lambda uid, point: True)) == []
+    # The end detections have one neighbour only.
+    assert off_column(fuse_series([[*column, vertebra("t2", 200.0, 0.4, y=-80.0)]], lambda uid, point: True)) == []
+
+
+@given(st.lists(st.floats(-20.0, 20.0), min_size=1, max_size=22), st.floats(27.0, 36.0))
+@settings(max_examples=60, deadline=None)
+def test_a_curved_column_of_consecutive_bodies_loses_none(bend_deg: list[float], step_mm: float) -> None:
+    """Lordosis, kyphosis and scoliosis bend the column by up to ~20° per body: every body stays."""
+    fused = fuse_series([[vertebra("t2", z, y=y) for y, z in _column(bend_deg, step_mm)]], lambda uid, point: True)
+    assert off_column(fused) == []
+
 
 # --------------------------------------------------------------------------------------------------
 # End to end through real DICOM geometry

@@ -821,6 +821,40 @@ def _joins(group: Sequence[Vertebra3D], vertebra: Vertebra3D) -> bool:
     return _same_sagittal_place(group[0], vertebra) and any(same_body(member, vertebra) for member in group)
 
 
+#: A detection lies off the column when its centroid is farther than this × its neighbours' height
+#: from the segment joining them in the sagittal plane ...
+OFF_COLUMN_HEIGHTS: float = 1.0
+#: ... while those two neighbours are consecutive bodies: closer than this × their height (centroids
+#: of adjacent bodies are ~1.2-1.4 heights apart, so no body fits between them).
+CONSECUTIVE_HEIGHTS: float = 1.8
+
+
+def off_column(vertebrae: Sequence[FusedVertebra]) -> list[int]:
+    """Indices of detections (``vertebrae`` caudal → cranial, as :func:`fuse_series` returns them)
+    that cannot be bodies of the imaged column.
+
+    A detection ordered between two neighbours that are consecutive bodies (closer than
+    :data:`CONSECUTIVE_HEIGHTS` × their mean height) and lying more than :data:`OFF_COLUMN_HEIGHTS` ×
+    that height from the segment joining them is a false positive — bowel, a vessel, an organ edge:
+    a vertebra cannot sit beside the column between two touching bodies. Distances are taken in the
+    sagittal plane (y, z), where the series image the column. Left in, such a detection takes a
+    level and shifts every level on one side of it. The end detections have only one neighbour and
+    are never judged.
+    """
+    sagittal = np.array([np.asarray(v.centroid_mm)[1:] for v in vertebrae]).reshape(-1, 2)
+    dropped = []
+    for i in range(1, len(vertebrae) - 1):
+        below, above = sagittal[i - 1], sagittal[i + 1]
+        height = 0.5 * (vertebrae[i - 1].height_mm + vertebrae[i + 1].height_mm)
+        span = above - below
+        if np.linalg.norm(span) >= CONSECUTIVE_HEIGHTS * height:
+            continue
+        along = np.clip((sagittal[i] - below) @ span / max(float(span @ span), 1e-9), 0.0, 1.0)
+        if np.linalg.norm(sagittal[i] - (below + along * span)) > OFF_COLUMN_HEIGHTS * height:
+            dropped.append(i)
+    return dropped
+
+
 def fuse_series(
     per_series: Sequence[Sequence[Vertebra3D]],
     covers: Callable[[str, np.ndarray], bool],

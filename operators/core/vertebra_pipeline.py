@@ -41,6 +41,7 @@ from operators.core.vertebra_detection import (
     decode_slice,
     fuse_series,
     lateral_sweep,
+    off_column,
     merge_tiles,
     network_inputs,
     normalise_intensity,
@@ -166,12 +167,21 @@ def label_vertebrae(
 ) -> tuple[list[LabelledVertebra], list[StudyWarning]]:
     """Levels of the fused bodies (caudal → cranial input order) by appearance, context and beam search.
 
-    Returns the labelled bodies (sacral segments below S1 dropped, :func:`without_sacral_segments`) and warnings (a body count too small
-    to label with confidence).
+    Detections beside the column (:func:`~operators.core.vertebra_detection.off_column`) are dropped
+    first. Returns the labelled bodies (sacral segments below S1 dropped,
+    :func:`without_sacral_segments`) and warnings (detections dropped, a body count too small to
+    label with confidence).
     """
     if not vertebrae:
         return [], []
     warnings = []
+    stray = off_column(vertebrae)
+    if stray:
+        warnings.append(StudyWarning(
+            "OFF_COLUMN_DETECTION",
+            f"{len(stray)} detection(s) lying beside the spinal column between two touching bodies were dropped",
+        ))
+        vertebrae = [v for i, v in enumerate(vertebrae) if i not in stray]
     if len(vertebrae) > MAX_LABELLED_DETECTIONS:
         # More bodies than a spine has (false positives, sacral segments): keep the most confident.
         keep = sorted(np.argsort([-v.detection_score for v in vertebrae])[:MAX_LABELLED_DETECTIONS])
