@@ -340,10 +340,22 @@ def rectangle(centre: tuple[float, float], size: tuple[float, float], angle: flo
     return np.array([c - a * u - b * v, c + a * u - b * v, c + a * u + b * v, c - a * u + b * v])
 
 
-def raster_iou(a: np.ndarray, b: np.ndarray, step: float = 0.02) -> float:
-    """IoU by sampling the centres of a fine grid (both quads convex, counter-clockwise)."""
-    lo = np.minimum(a.min(0), b.min(0))
-    hi = np.maximum(a.max(0), b.max(0))
+def _shoelace_area(quad: np.ndarray) -> float:
+    x, y = quad[:, 0], quad[:, 1]
+    return 0.5 * abs(float(x @ np.roll(y, -1) - y @ np.roll(x, -1)))
+
+
+def raster_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU with the intersection counted on a fine grid of sample points over the overlap of the two
+    bounding boxes (both quads convex, counter-clockwise) and the union from the exact areas. The
+    grid step is 1/200 of the shortest side (at most 0.02), so unit-sized quads are sampled as
+    finely as large ones."""
+    sides = [float(np.linalg.norm(q - p)) for quad in (a, b) for p, q in zip(quad, np.roll(quad, -1, axis=0))]
+    step = min(0.02, min(sides) / 200)
+    lo = np.maximum(a.min(0), b.min(0))
+    hi = np.minimum(a.max(0), b.max(0))
+    if np.any(hi <= lo):
+        return 0.0
     x, y = np.meshgrid(np.arange(lo[0] + step / 2, hi[0], step), np.arange(lo[1] + step / 2, hi[1], step), indexing="ij")
 
     def inside(quad: np.ndarray) -> np.ndarray:
@@ -352,8 +364,8 @@ def raster_iou(a: np.ndarray, b: np.ndarray, step: float = 0.02) -> float:
             result &= (q[0] - p[0]) * (y - p[1]) - (q[1] - p[1]) * (x - p[0]) >= 0
         return result
 
-    ia, ib = inside(a), inside(b)
-    return float((ia & ib).sum() / max((ia | ib).sum(), 1))
+    intersection = float((inside(a) & inside(b)).sum()) * step * step
+    return intersection / (_shoelace_area(a) + _shoelace_area(b) - intersection)
 
 
 def test_quad_iou_known_values() -> None:
