@@ -34,11 +34,11 @@ from operators.core.vertebra_detection import (
     Vertebra3D,
     decode_slice,
     fuse_series,
-    off_column,
     lateral_sweep,
     merge_tiles,
     network_inputs,
     normalise_intensity,
+    off_column,
     quad_iou,
     quad_sigma_radius,
     render_targets,
@@ -524,6 +524,7 @@ def test_a_body_split_into_fragments_across_the_slab_is_one_vertebra() -> None:
     assert abs(body.centroid_mm[0] - -15.0) < 8.0 < abs(score_only - -15.0)  # one-slice fragments count less
     # Laterally apart with nothing between them: two detections, not one body.
     assert len(fuse_series([[vertebra("t2", 0.0, x=-30.0), vertebra("t2", 0.0, x=30.0)]], lambda uid, point: True)) == 2
+
 
 def _column(bend_deg: list[float], step_mm: float = 32.0) -> list[tuple[float, float]]:
     """(y, z) of consecutive body centroids ``step_mm`` apart, turning by ``bend_deg`` at each body."""
