@@ -507,6 +507,27 @@ def test_fusion_counts_support_only_where_a_series_sees() -> None:
 
 
 
+def test_a_body_one_sequence_alone_saw_is_kept_where_the_column_has_a_gap_for_it() -> None:
+    """Three series image the column; the body at z = 64 was detected by T1 alone (support 1/3, below
+    0.5). Its neighbours are two levels apart, so the column has lost a body there: it is kept. Weak
+    detections that no gap needs stay out: between touching bodies, beside the column, or on top of
+    a neighbour."""
+    levels = [0.0, 32.0, 64.0, 96.0, 128.0]
+    everywhere = lambda uid, point: True  # noqa: E731
+    uids = ["t1", "t2", "stir"]
+
+    def series(uid: str, skip: float | None = None) -> list[Vertebra3D]:
+        return [vertebra(uid, z) for z in levels if z != skip]
+
+    lone = vertebra("t1", 64.0, 0.5)
+    fused = fuse_series([[*series("t1", skip=64.0), lone], series("t2", 64.0), series("stir", 64.0)], everywhere, series_uids=uids)
+    assert [round(float(f.centroid_mm[2])) for f in fused] == levels
+    assert [f.support for f in fused if f.members == (lone,)] == [pytest.approx(1 / 3)]
+    for stray in (vertebra("t1", 16.0, 0.5), vertebra("t1", 64.0, 0.5, y=-40.0), vertebra("t1", 46.0, 0.5)):
+        fused = fuse_series([[*series("t1", 64.0), stray], series("t2", 64.0), series("stir", 64.0)], everywhere, series_uids=uids)
+        assert [round(float(f.centroid_mm[2])) for f in fused] == [0, 32, 96, 128]
+
+
 def test_a_body_split_into_fragments_across_the_slab_is_one_vertebra() -> None:
     """The sacrum's track splits across a wide slab (the ala changes its outline from slice to slice):
     fragments 15-40 mm apart laterally, the outermost 65 mm from the first, at one height. They are

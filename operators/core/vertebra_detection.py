@@ -855,6 +855,41 @@ def off_column(vertebrae: Sequence[FusedVertebra]) -> list[int]:
     return dropped
 
 
+#: A body that too few of the series imaging it detected is still kept when it fills a gap in the
+#: column: between two bodies at least :data:`CONSECUTIVE_HEIGHTS` × their height apart (room for a
+#: body), within this × their height of the segment joining them ...
+GAP_OFF_AXIS_HEIGHTS: float = 0.5
+#: ... and at least this × their height from each (not a second detection of either).
+GAP_CLEARANCE_HEIGHTS: float = 1.0
+
+
+def fills_gap(column: Sequence[FusedVertebra], candidate: FusedVertebra) -> bool:
+    """Whether ``candidate`` sits on the column in a gap between two neighbouring bodies of
+    ``column`` (caudal → cranial) where one body is missing.
+
+    Vertebral bodies are contiguous, so two kept neighbours farther apart than
+    :data:`CONSECUTIVE_HEIGHTS` × their mean height have lost a body between them; a weak detection
+    on the segment joining them (within :data:`GAP_OFF_AXIS_HEIGHTS` heights) and clear of both
+    (:data:`GAP_CLEARANCE_HEIGHTS`) is that body. Distances are in the sagittal plane (y, z), as in
+    :func:`off_column`.
+    """
+    point = np.asarray(candidate.centroid_mm)[1:]
+    for below, above in zip(column, column[1:]):
+        lower, upper = np.asarray(below.centroid_mm)[1:], np.asarray(above.centroid_mm)[1:]
+        height = 0.5 * (below.height_mm + above.height_mm)
+        span = upper - lower
+        if np.linalg.norm(span) < CONSECUTIVE_HEIGHTS * height:
+            continue
+        along = float((point - lower) @ span / float(span @ span))
+        if not 0.0 < along < 1.0:
+            continue
+        off_axis = np.linalg.norm(point - (lower + along * span))
+        clearance = min(np.linalg.norm(point - lower), np.linalg.norm(point - upper))
+        if off_axis <= GAP_OFF_AXIS_HEIGHTS * height and clearance >= GAP_CLEARANCE_HEIGHTS * height:
+            return True
+    return False
+
+
 def fuse_series(
     per_series: Sequence[Sequence[Vertebra3D]],
     covers: Callable[[str, np.ndarray], bool],
@@ -869,7 +904,11 @@ def fuse_series(
     mean of its members' centroids weighted by detection score × slices. A group's support is the
     number of distinct series among its members divided by the number of series that detected it or
     whose field of view contains the group centroid (``covers(uid, centroid_mm)``); groups with
-    support < ``min_support`` are dropped.
+    support < ``min_support`` are dropped unless they fill a gap in the column of the kept ones
+    (:func:`fills_gap`; visited by decreasing score, each filled gap closing before the next is
+    judged). Small bodies where the column is crowded (the cervicothoracic junction of a whole-spine
+    series) are the ones a single sequence often misses; where another still sees one, the gap it
+    would leave is the evidence that it is real.
 
     Args:
         per_series: per series, its vertebrae (from :func:`track_across_slices`).
@@ -898,6 +937,7 @@ def fuse_series(
         else:
             groups.append([vertebra])
     fused: list[FusedVertebra] = []
+    weak: list[FusedVertebra] = []
     for group in groups:
         scores = np.array([v.detection_score for v in group])
         # Each member weighs what its slices add up to: the centroid is the score-weighted mean over
@@ -908,10 +948,8 @@ def fuse_series(
         detected = {v.series_instance_uid for v in group}
         covering = detected | {uid for uid in uids if covers(uid, centroid)}
         support = len(detected) / len(covering)
-        if support < min_support:
-            continue
         best = group[0]
-        fused.append(
+        (fused if support >= min_support else weak).append(
             FusedVertebra(
                 centroid_mm=centroid,
                 corners_mm=best.corners_mm,
@@ -921,5 +959,13 @@ def fuse_series(
                 support=float(support),
             )
         )
-    order = _caudal_to_cranial(np.array([f.centroid_mm for f in fused]).reshape(-1, 3))
-    return [fused[i] for i in order]
+    fused = _in_column_order(fused)
+    for candidate in sorted(weak, key=lambda f: -f.detection_score):
+        if fills_gap(fused, candidate):
+            fused = _in_column_order([*fused, candidate])
+    return fused
+
+
+def _in_column_order(vertebrae: Sequence[FusedVertebra]) -> list[FusedVertebra]:
+    order = _caudal_to_cranial(np.array([v.centroid_mm for v in vertebrae]).reshape(-1, 3))
+    return [vertebrae[i] for i in order]
