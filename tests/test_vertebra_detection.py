@@ -39,6 +39,7 @@ from operators.core.vertebra_detection import (
     network_inputs,
     normalise_intensity,
     off_column,
+    squeezed_between_bodies,
     quad_iou,
     quad_sigma_radius,
     render_targets,
@@ -567,6 +568,33 @@ def test_a_detection_beside_the_column_between_two_touching_bodies_is_off_column
     assert off_column(fuse_series([[*gapped, vertebra("t2", 64.0, 0.4, y=-40.0)]], lambda uid, point: True)) == []
     # The end detections have one neighbour only.
     assert off_column(fuse_series([[*column, vertebra("t2", 200.0, 0.4, y=-80.0)]], lambda uid, point: True)) == []
+
+
+def test_a_weak_detection_squeezed_between_two_touching_bodies_is_dropped_and_the_bodies_stay() -> None:
+    """A disc or a second detection of one body between L5 and L4 (seen on a generated study) would
+    take a level and name the L5 below it L6."""
+    column = [vertebra("t2", z, 0.75) for z in (0.0, 32.0, 64.0, 96.0)]
+    disc = vertebra("t2", 49.0, 0.36, height=19.0)  # 17 mm above the body at z 32, 15 mm below z 64
+    fused = fuse_series([[*column, disc]], lambda uid, point: True)
+    assert [fused[i].detection_score for i in squeezed_between_bodies(fused)] == [pytest.approx(0.36)]
+    # The bodies beside the fragment have it as a neighbour, so their own neighbours are close
+    # together too; they outscore it and stay.
+    assert [fused[i].centroid_mm[2] for i in range(len(fused)) if i not in squeezed_between_bodies(fused)] == \
+        pytest.approx([0.0, 32.0, 64.0, 96.0])
+    # Two fragments side by side: each is the other's neighbour, so only the weaker is squeezed at
+    # first; judged again without it, the other is squeezed between the bodies and goes too.
+    pair = [vertebra("t2", 42.0, 0.3, height=19.0), vertebra("t2", 54.0, 0.35, height=19.0)]
+    fused = fuse_series([[*column, *pair]], lambda uid, point: True)
+    assert sorted(fused[i].detection_score for i in squeezed_between_bodies(fused)) == pytest.approx([0.3, 0.35])
+    # As confident as a neighbour: not judged a fragment (two bodies, one of them misplaced, are
+    # for the labeller to sort out).
+    assert squeezed_between_bodies(fuse_series([[*column, vertebra("t2", 49.0, 0.8)]], lambda uid, point: True)) == []
+    # Between two bodies a missed level apart there is room for a weak body: kept.
+    gapped = [vertebra("t2", 0.0, 0.75), vertebra("t2", 32.0, 0.75), vertebra("t2", 96.0, 0.75)]
+    assert squeezed_between_bodies(fuse_series([[*gapped, vertebra("t2", 64.0, 0.4)]], lambda uid, point: True)) == []
+    # Beside the column it is off_column's, not a fragment of the column.
+    bowel = vertebra("t2", 48.0, 0.4, y=-55.0)
+    assert squeezed_between_bodies(fuse_series([[*column, bowel]], lambda uid, point: True)) == []
 
 
 @given(st.lists(st.floats(-20.0, 20.0), min_size=1, max_size=22), st.floats(27.0, 36.0))

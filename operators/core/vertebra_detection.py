@@ -829,20 +829,13 @@ OFF_COLUMN_HEIGHTS: float = 1.0
 CONSECUTIVE_HEIGHTS: float = 1.8
 
 
-def off_column(vertebrae: Sequence[FusedVertebra]) -> list[int]:
-    """Indices of detections (``vertebrae`` caudal → cranial, as :func:`fuse_series` returns them)
-    that cannot be bodies of the imaged column.
-
-    A detection ordered between two neighbours that are consecutive bodies (closer than
-    :data:`CONSECUTIVE_HEIGHTS` × their mean height) and lying more than :data:`OFF_COLUMN_HEIGHTS` ×
-    that height from the segment joining them is a false positive — bowel, a vessel, an organ edge:
-    a vertebra cannot sit beside the column between two touching bodies. Distances are taken in the
-    sagittal plane (y, z), where the series image the column. Left in, such a detection takes a
-    level and shifts every level on one side of it. The end detections have only one neighbour and
-    are never judged.
-    """
+def _between_consecutive(vertebrae: Sequence[FusedVertebra]) -> Iterator[tuple[int, float]]:
+    """``(i, off_axis_heights)`` for each detection ordered between two neighbours that are
+    consecutive bodies (closer than :data:`CONSECUTIVE_HEIGHTS` × their mean height, so no body fits
+    between them): its distance from the segment joining them in units of that height. Distances
+    are taken in the sagittal plane (y, z), where the series image the column. The end detections
+    have only one neighbour and are never yielded."""
     sagittal = np.array([np.asarray(v.centroid_mm)[1:] for v in vertebrae]).reshape(-1, 2)
-    dropped = []
     for i in range(1, len(vertebrae) - 1):
         below, above = sagittal[i - 1], sagittal[i + 1]
         height = 0.5 * (vertebrae[i - 1].height_mm + vertebrae[i + 1].height_mm)
@@ -850,9 +843,43 @@ def off_column(vertebrae: Sequence[FusedVertebra]) -> list[int]:
         if np.linalg.norm(span) >= CONSECUTIVE_HEIGHTS * height:
             continue
         along = np.clip((sagittal[i] - below) @ span / max(float(span @ span), 1e-9), 0.0, 1.0)
-        if np.linalg.norm(sagittal[i] - (below + along * span)) > OFF_COLUMN_HEIGHTS * height:
-            dropped.append(i)
-    return dropped
+        yield i, float(np.linalg.norm(sagittal[i] - (below + along * span)) / height)
+
+
+def off_column(vertebrae: Sequence[FusedVertebra]) -> list[int]:
+    """Indices of detections (``vertebrae`` caudal → cranial, as :func:`fuse_series` returns them)
+    lying beside the column between two touching bodies.
+
+    A detection ordered between two neighbours that are consecutive bodies
+    (:func:`_between_consecutive`) and lying more than :data:`OFF_COLUMN_HEIGHTS` × their height
+    from the segment joining them is a false positive — bowel, a vessel, an organ edge: a vertebra
+    cannot sit beside the column between two touching bodies. Left in, such a detection takes a
+    level and shifts every level on one side of it.
+    """
+    return [i for i, off_axis in _between_consecutive(vertebrae) if off_axis > OFF_COLUMN_HEIGHTS]
+
+
+def squeezed_between_bodies(vertebrae: Sequence[FusedVertebra]) -> list[int]:
+    """Indices of detections (caudal → cranial, after :func:`off_column` removed its own) squeezed
+    on the column between two touching bodies and less confident than both of them.
+
+    No body fits between two consecutive bodies, so such a detection is a disc, an endplate or one
+    body detected twice; left in, it takes a level like a detection beside the column. The weakest
+    such detection goes first and the rest are judged again without it, so that a true body whose
+    neighbour is a fragment (which brings the body's own neighbours close together too) is judged
+    against its real neighbours once the fragment is gone.
+    """
+    kept = list(range(len(vertebrae)))
+    while True:
+        column = [vertebrae[i] for i in kept]
+        squeezed = [
+            j for j, off_axis in _between_consecutive(column)
+            if off_axis <= OFF_COLUMN_HEIGHTS
+            and column[j].detection_score < min(column[j - 1].detection_score, column[j + 1].detection_score)
+        ]
+        if not squeezed:
+            return sorted(set(range(len(vertebrae))) - set(kept))
+        kept.pop(min(squeezed, key=lambda j: column[j].detection_score))
 
 
 #: A body that too few of the series imaging it detected is still kept when it fills a gap in the

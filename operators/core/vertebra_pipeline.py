@@ -47,6 +47,7 @@ from operators.core.vertebra_detection import (
     off_column,
     resample_to_grid,
     slice_grid,
+    squeezed_between_bodies,
     track_across_slices,
 )
 
@@ -167,21 +168,25 @@ def label_vertebrae(
 ) -> tuple[list[LabelledVertebra], list[StudyWarning]]:
     """Levels of the fused bodies (caudal → cranial input order) by appearance, context and beam search.
 
-    Detections beside the column (:func:`~operators.core.vertebra_detection.off_column`) are dropped
-    first. Returns the labelled bodies (sacral segments below S1 dropped,
-    :func:`without_sacral_segments`) and warnings (detections dropped, a body count too small to
-    label with confidence).
+    Detections beside the column (:func:`~operators.core.vertebra_detection.off_column`), then
+    fragments squeezed between two touching bodies
+    (:func:`~operators.core.vertebra_detection.squeezed_between_bodies`), are dropped first. Returns
+    the labelled bodies (sacral segments below S1 dropped, :func:`without_sacral_segments`) and
+    warnings (detections dropped, a body count too small to label with confidence).
     """
     if not vertebrae:
         return [], []
     warnings = []
-    stray = off_column(vertebrae)
-    if stray:
-        warnings.append(StudyWarning(
-            "OFF_COLUMN_DETECTION",
-            f"{len(stray)} detection(s) lying beside the spinal column between two touching bodies were dropped",
-        ))
-        vertebrae = [v for i, v in enumerate(vertebrae) if i not in stray]
+    # Applied in turn: a stray beside the column must not count as a squeezed fragment's neighbour.
+    for impossible, code, what in (
+        (off_column, "OFF_COLUMN_DETECTION", "lying beside the spinal column between two touching bodies"),
+        (squeezed_between_bodies, "DUPLICATE_DETECTION",
+         "between two touching bodies and less confident than both (a disc, an endplate or a body detected twice)"),
+    ):
+        dropped = impossible(vertebrae)
+        if dropped:
+            warnings.append(StudyWarning(code, f"{len(dropped)} detection(s) {what} were dropped"))
+            vertebrae = [v for i, v in enumerate(vertebrae) if i not in dropped]
     if len(vertebrae) > MAX_LABELLED_DETECTIONS:
         # More bodies than a spine has (false positives, sacral segments): keep the most confident.
         keep = sorted(np.argsort([-v.detection_score for v in vertebrae])[:MAX_LABELLED_DETECTIONS])
