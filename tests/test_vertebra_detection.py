@@ -524,6 +524,10 @@ def test_a_body_one_sequence_alone_saw_is_kept_where_the_column_has_a_gap_for_it
     fused = fuse_series([[*series("t1", skip=64.0), lone], series("t2", 64.0), series("stir", 64.0)], everywhere, series_uids=uids)
     assert [round(float(f.centroid_mm[2])) for f in fused] == levels
     assert [f.support for f in fused if f.members == (lone,)] == [pytest.approx(1 / 3)]
+    # Found 12 mm above where the body lies (0.8 heights below the next body up): still the lost body.
+    shifted = vertebra("t1", 76.0, 0.5)
+    fused = fuse_series([[*series("t1", skip=64.0), shifted], series("t2", 64.0), series("stir", 64.0)], everywhere, series_uids=uids)
+    assert [round(float(f.centroid_mm[2])) for f in fused] == [0, 32, 76, 96, 128]
     for stray in (vertebra("t1", 16.0, 0.5), vertebra("t1", 64.0, 0.5, y=-40.0), vertebra("t1", 46.0, 0.5)):
         fused = fuse_series([[*series("t1", 64.0), stray], series("t2", 64.0), series("stir", 64.0)], everywhere, series_uids=uids)
         assert [round(float(f.centroid_mm[2])) for f in fused] == [0, 32, 96, 128]
