@@ -829,6 +829,15 @@ OFF_COLUMN_HEIGHTS: float = 1.0
 CONSECUTIVE_HEIGHTS: float = 1.8
 
 
+def _segment_offset(point: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> tuple[float, float]:
+    """``(along, distance)`` of a sagittal (y, z) ``point`` relative to the segment ``lower`` →
+    ``upper``: where its projection falls (0 at ``lower``, 1 at ``upper``, unclipped) and its
+    distance in mm from the segment (from the nearer end when the projection falls outside)."""
+    span = upper - lower
+    along = float((point - lower) @ span / max(float(span @ span), 1e-9))
+    return along, float(np.linalg.norm(point - (lower + np.clip(along, 0.0, 1.0) * span)))
+
+
 def _between_consecutive(vertebrae: Sequence[FusedVertebra]) -> Iterator[tuple[int, float]]:
     """``(i, off_axis_heights)`` for each detection ordered between two neighbours that are
     consecutive bodies (closer than :data:`CONSECUTIVE_HEIGHTS` × their mean height, so no body fits
@@ -839,11 +848,9 @@ def _between_consecutive(vertebrae: Sequence[FusedVertebra]) -> Iterator[tuple[i
     for i in range(1, len(vertebrae) - 1):
         below, above = sagittal[i - 1], sagittal[i + 1]
         height = 0.5 * (vertebrae[i - 1].height_mm + vertebrae[i + 1].height_mm)
-        span = above - below
-        if np.linalg.norm(span) >= CONSECUTIVE_HEIGHTS * height:
+        if np.linalg.norm(above - below) >= CONSECUTIVE_HEIGHTS * height:
             continue
-        along = np.clip((sagittal[i] - below) @ span / max(float(span @ span), 1e-9), 0.0, 1.0)
-        yield i, float(np.linalg.norm(sagittal[i] - (below + along * span)) / height)
+        yield i, _segment_offset(sagittal[i], below, above)[1] / height
 
 
 def off_column(vertebrae: Sequence[FusedVertebra]) -> list[int]:
@@ -908,13 +915,11 @@ def fills_gap(column: Sequence[FusedVertebra], candidate: FusedVertebra) -> bool
     for below, above in zip(column, column[1:]):
         lower, upper = np.asarray(below.centroid_mm)[1:], np.asarray(above.centroid_mm)[1:]
         height = 0.5 * (below.height_mm + above.height_mm)
-        span = upper - lower
-        if np.linalg.norm(span) < CONSECUTIVE_HEIGHTS * height:
+        if np.linalg.norm(upper - lower) < CONSECUTIVE_HEIGHTS * height:
             continue
-        along = float((point - lower) @ span / float(span @ span))
+        along, off_axis = _segment_offset(point, lower, upper)
         if not 0.0 < along < 1.0:
             continue
-        off_axis = np.linalg.norm(point - (lower + along * span))
         clearance = min(np.linalg.norm(point - lower), np.linalg.norm(point - upper))
         if off_axis <= GAP_OFF_AXIS_HEIGHTS * height and clearance >= GAP_CLEARANCE_HEIGHTS * height:
             return True
