@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from operators.core.dicom_io import scan_study_folder
 from operators.core.geometry import VolumeGeometry
-from operators.core.levels import VERTEBRA_CORNERS
+from operators.core.levels import LABELLER_CLASSES, VERTEBRA_CORNERS
 from operators.core.vertebra_detection import (
     CENTROID_CHANNEL,
     CORNER_CHANNELS,
@@ -50,6 +50,7 @@ from operators.core.vertebra_detection import (
     track_across_slices,
     vector_mask,
 )
+from operators.core.vertebra_pipeline import without_sacral_segments
 from training.synthetic.dicom_writer import PatientStudy, write_series
 
 STUDY = PatientStudy(patient_name="TEST^DETECT", patient_id="DET-1", patient_birth_date="19600101", accession_number="ACC-DET")
@@ -520,10 +521,14 @@ def test_a_body_one_sequence_alone_saw_is_kept_where_the_column_has_a_gap_for_it
     def series(uid: str, skip: float | None = None) -> list[Vertebra3D]:
         return [vertebra(uid, z) for z in levels if z != skip]
 
-    lone = vertebra("t1", 64.0, 0.5)
+    # T1 saw it on one slice 9 mm beside the midline: kept in line with its neighbours.
+    lone = vertebra("t1", 64.0, 0.5, x=9.0)
     fused = fuse_series([[*series("t1", skip=64.0), lone], series("t2", 64.0), series("stir", 64.0)], everywhere, series_uids=uids)
     assert [round(float(f.centroid_mm[2])) for f in fused] == levels
-    assert [f.support for f in fused if f.members == (lone,)] == [pytest.approx(1 / 3)]
+    (filled,) = [f for f in fused if f.members == (lone,)]
+    assert filled.support == pytest.approx(1 / 3)
+    np.testing.assert_allclose(filled.centroid_mm, [0.0, 0.0, 64.0], atol=1e-9)
+    np.testing.assert_allclose(filled.corners_mm, lone.corners_mm - [9.0, 0.0, 0.0])
     # Found 12 mm above where the body lies (0.8 heights below the next body up): still the lost body.
     shifted = vertebra("t1", 76.0, 0.5)
     fused = fuse_series([[*series("t1", skip=64.0), shifted], series("t2", 64.0), series("stir", 64.0)], everywhere, series_uids=uids)
@@ -550,6 +555,47 @@ def test_a_body_split_into_fragments_across_the_slab_is_one_vertebra() -> None:
     assert abs(body.centroid_mm[0] - -15.0) < 8.0 < abs(score_only - -15.0)  # one-slice fragments count less
     # Laterally apart with nothing between them: two detections, not one body.
     assert len(fuse_series([[vertebra("t2", 0.0, x=-30.0), vertebra("t2", 0.0, x=30.0)]], lambda uid, point: True)) == 2
+
+
+def test_of_two_weak_detections_in_the_room_of_one_body_the_one_off_its_middle_is_dropped() -> None:
+    """A T11 detected twice, 11 mm apart (too far to fuse) and both weakly, between a confident T12
+    and T10 (seen on a generated thoracic study): left in, the labeller named the T12 "T13". The one
+    nearer the middle of the room is the body, even when it scores lower; two weak bodies where two
+    belong stay."""
+    bodies = [vertebra("t2", z, 0.75) for z in (0.0, 32.0, 96.0, 128.0)]
+    second, body = vertebra("t2", 55.0, 0.35, height=20.0), vertebra("t2", 66.0, 0.3, height=20.0)
+    fused = fuse_series([[*bodies, second, body]], lambda uid, point: True)
+    assert [fused[i].centroid_mm[2] for i in squeezed_between_bodies(fused)] == pytest.approx([55.0])
+    two_missing = [vertebra("t2", z, 0.75) for z in (0.0, 32.0, 128.0, 160.0)]
+    fused = fuse_series([[*two_missing, vertebra("t2", 64.0, 0.35), vertebra("t2", 96.0, 0.3)]], lambda uid, point: True)
+    assert squeezed_between_bodies(fused) == []
+    # Two collapsed (fractured) bodies, weak and short, where two bodies belong: both stay although
+    # their neighbours are close (seen on a generated whole spine with cancer).
+    collapsed = [vertebra("t2", z, 0.7, height=20.0) for z in (0.0, 22.0, 80.0, 102.0)]
+    fused = fuse_series([[*collapsed, vertebra("t2", 41.0, 0.4, height=13.0), vertebra("t2", 57.0, 0.4, height=19.0)]],
+                        lambda uid, point: True)
+    assert squeezed_between_bodies(fused) == []
+    # As confident as the bodies around them: two bodies, not one body twice.
+    fused = fuse_series([[*bodies, vertebra("t2", 55.0, 0.8, height=20.0), vertebra("t2", 66.0, 0.3, height=20.0)]], lambda uid, point: True)
+    assert squeezed_between_bodies(fused) == []
+
+
+def _rated(levels: list[str]) -> np.ndarray:
+    """(n, 23) refined probabilities with 0.9 on each named level."""
+    probabilities = np.full((len(levels), len(LABELLER_CLASSES)), 0.1 / (len(LABELLER_CLASSES) - 1))
+    probabilities[np.arange(len(levels)), [LABELLER_CLASSES.index(level) for level in levels]] = 0.9
+    return probabilities
+
+
+def test_sacral_segments_below_s1_are_left_out_even_when_the_lowest_is_misrated() -> None:
+    """Three sacral segments were detected below S1 on generated studies; at the bottom edge of the
+    view the lowest was rated L5, which left the run in and shifted every level above by one."""
+    bodies = fuse_series([[vertebra("t2", z, 0.7) for z in (0.0, 20.0, 40.0, 62.0, 96.0, 130.0)]], lambda uid, point: True)
+    assert without_sacral_segments(_rated(["L5", "S1", "S1", "S1", "L5", "L4"]), bodies) == [3, 4, 5]
+    assert without_sacral_segments(_rated(["S1", "S1", "S1", "S1", "L5", "L4"]), bodies) == [3, 4, 5]
+    # Nothing rated S1 at the bottom (a field of view ending in the lumbar spine): every body is labelled.
+    assert without_sacral_segments(_rated(["L5", "L4", "L3", "L2", "L1", "T12"]), bodies) == list(range(6))
+    assert without_sacral_segments(_rated(["L5", "L5", "S1", "L4", "L3", "L2"]), bodies) == list(range(6))
 
 
 def _column(bend_deg: list[float], step_mm: float = 32.0) -> list[tuple[float, float]]:

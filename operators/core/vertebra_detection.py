@@ -27,7 +27,7 @@ Coordinates: every ``(row, col)`` pair is an array index of a 2-D image (integer
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -866,15 +866,51 @@ def off_column(vertebrae: Sequence[FusedVertebra]) -> list[int]:
     return [i for i, off_axis in _between_consecutive(vertebrae) if off_axis > OFF_COLUMN_HEIGHTS]
 
 
+#: Two weak detections share the room of one body when their outer neighbours are closer than this
+#: × their height: adjacent centroids are ~1.2-1.4 heights apart, so one missing body leaves its
+#: neighbours 2.4-2.8 heights apart and two leave them 3.6-4.2 apart ...
+ONE_BODY_ROOM_HEIGHTS: float = 3.0
+#: ... and they are one body seen twice when their centroids are closer than this × their mean
+#: height. Distinct bodies are a height and a disc apart, collapsed (fractured) ones too, since a
+#: collapsed body is short as well; detected corners can overstate a height by a few mm, hence
+#: the margin below 1 (fusion already merges detections within 0.5 heights).
+SECOND_DETECTION_HEIGHTS: float = 0.8
+
+
+def _one_body_for_two(column: Sequence[FusedVertebra]) -> Iterator[int]:
+    """The worse-placed of each pair of consecutive detections that are one body seen twice: closer
+    than :data:`SECOND_DETECTION_HEIGHTS` × their height, sharing the room of one body
+    (:data:`ONE_BODY_ROOM_HEIGHTS`) between two bodies more confident than both, and both on the
+    column (within :data:`OFF_COLUMN_HEIGHTS` of the segment joining those bodies). The one farther
+    from the segment's middle, where the body lies, is the second detection."""
+    sagittal = np.array([np.asarray(v.centroid_mm)[1:] for v in column]).reshape(-1, 2)
+    for j in range(1, len(column) - 2):
+        below, above = column[j - 1], column[j + 2]
+        height = 0.5 * (below.height_mm + above.height_mm)
+        lower, upper = sagittal[j - 1], sagittal[j + 2]
+        weak = max(column[j].detection_score, column[j + 1].detection_score) < min(below.detection_score, above.detection_score)
+        pair_height = 0.5 * (column[j].height_mm + column[j + 1].height_mm)
+        twice = np.linalg.norm(sagittal[j + 1] - sagittal[j]) < SECOND_DETECTION_HEIGHTS * pair_height
+        if not (weak and twice) or np.linalg.norm(upper - lower) >= ONE_BODY_ROOM_HEIGHTS * height:
+            continue
+        offsets = [_segment_offset(sagittal[k], lower, upper) for k in (j, j + 1)]
+        if all(distance <= OFF_COLUMN_HEIGHTS * height for _, distance in offsets):
+            yield j + int(np.argmax([abs(along - 0.5) for along, _ in offsets]))
+
+
 def squeezed_between_bodies(vertebrae: Sequence[FusedVertebra]) -> list[int]:
     """Indices of detections (caudal → cranial, after :func:`off_column` removed its own) squeezed
-    on the column between two touching bodies and less confident than both of them.
+    on the column between two touching bodies and less confident than both of them, or sharing the
+    room of one body with another such detection.
 
     No body fits between two consecutive bodies, so such a detection is a disc, an endplate or one
-    body detected twice; left in, it takes a level like a detection beside the column. The weakest
-    such detection goes first and the rest are judged again without it, so that a true body whose
-    neighbour is a fragment (which brings the body's own neighbours close together too) is judged
-    against its real neighbours once the fragment is gone.
+    body detected twice; left in, it takes a level like a detection beside the column. Where two
+    weak detections lie in the room of one missing body (:func:`_one_body_for_two`), the one
+    farther from the middle of that room is the second detection; left in, the labeller has two
+    bodies for one level and names a neighbour T13 or L6. The weakest such detection goes first
+    and the rest are judged again without it, so that a true body whose neighbour is a fragment
+    (which brings the body's own neighbours close together too) is judged against its real
+    neighbours once the fragment is gone.
     """
     kept = list(range(len(vertebrae)))
     while True:
@@ -884,6 +920,7 @@ def squeezed_between_bodies(vertebrae: Sequence[FusedVertebra]) -> list[int]:
             if off_axis <= OFF_COLUMN_HEIGHTS
             and column[j].detection_score < min(column[j - 1].detection_score, column[j + 1].detection_score)
         ]
+        squeezed += list(_one_body_for_two(column))
         if not squeezed:
             return sorted(set(range(len(vertebrae))) - set(kept))
         kept.pop(min(squeezed, key=lambda j: column[j].detection_score))
@@ -901,15 +938,17 @@ GAP_OFF_AXIS_HEIGHTS: float = 0.5
 GAP_CLEARANCE_HEIGHTS: float = 0.75
 
 
-def fills_gap(column: Sequence[FusedVertebra], candidate: FusedVertebra) -> bool:
-    """Whether ``candidate`` sits on the column in a gap between two neighbouring bodies of
-    ``column`` (caudal → cranial) where one body is missing.
+def fill_gap(column: Sequence[FusedVertebra], candidate: FusedVertebra) -> FusedVertebra | None:
+    """``candidate`` placed in the column when it sits on the column in a gap between two
+    neighbouring bodies of ``column`` (caudal → cranial) where one body is missing, else ``None``.
 
     Vertebral bodies are contiguous, so two kept neighbours farther apart than
     :data:`CONSECUTIVE_HEIGHTS` × their mean height have lost a body between them; a weak detection
     on the segment joining them (within :data:`GAP_OFF_AXIS_HEIGHTS` heights) and clear of both
     (:data:`GAP_CLEARANCE_HEIGHTS`) is that body. Distances are in the sagittal plane (y, z), as in
-    :func:`off_column`.
+    :func:`off_column`. The body's lateral position (LPS x; its corners move with it) is taken
+    from the neighbours, interpolated at its height: the few sequences that saw it often saw it
+    on a slice or two beside the midline only, and adjacent bodies are laterally in line.
     """
     point = np.asarray(candidate.centroid_mm)[1:]
     for below, above in zip(column, column[1:]):
@@ -922,8 +961,10 @@ def fills_gap(column: Sequence[FusedVertebra], candidate: FusedVertebra) -> bool
             continue
         clearance = min(np.linalg.norm(point - lower), np.linalg.norm(point - upper))
         if off_axis <= GAP_OFF_AXIS_HEIGHTS * height and clearance >= GAP_CLEARANCE_HEIGHTS * height:
-            return True
-    return False
+            lateral_mm = (1.0 - along) * below.centroid_mm[0] + along * above.centroid_mm[0]
+            shift = np.array([lateral_mm - candidate.centroid_mm[0], 0.0, 0.0])
+            return replace(candidate, centroid_mm=candidate.centroid_mm + shift, corners_mm=candidate.corners_mm + shift)
+    return None
 
 
 def fuse_series(
@@ -941,10 +982,11 @@ def fuse_series(
     number of distinct series among its members divided by the number of series that detected it or
     whose field of view contains the group centroid (``covers(uid, centroid_mm)``); groups with
     support < ``min_support`` are dropped unless they fill a gap in the column of the kept ones
-    (:func:`fills_gap`; visited by decreasing score, each filled gap closing before the next is
-    judged). Small bodies where the column is crowded (the cervicothoracic junction of a whole-spine
-    series) are the ones a single sequence often misses; where another still sees one, the gap it
-    would leave is the evidence that it is real.
+    (:func:`fill_gap`, which also puts them laterally in line with their neighbours; visited by
+    decreasing score, each filled gap closing before the next is judged). Small bodies where the
+    column is crowded (the cervicothoracic junction of a whole-spine series) are the ones a single
+    sequence often misses; where another still sees one, the gap it would leave is the evidence
+    that it is real.
 
     Args:
         per_series: per series, its vertebrae (from :func:`track_across_slices`).
@@ -997,8 +1039,9 @@ def fuse_series(
         )
     fused = _in_column_order(fused)
     for candidate in sorted(weak, key=lambda f: -f.detection_score):
-        if fills_gap(fused, candidate):
-            fused = _in_column_order([*fused, candidate])
+        placed = fill_gap(fused, candidate)
+        if placed is not None:
+            fused = _in_column_order([*fused, placed])
     return fused
 
 

@@ -145,15 +145,18 @@ def without_sacral_segments(probabilities: np.ndarray, vertebrae: Sequence[Fused
     covers one such body; this covers any number. Of the run of S1-rated bodies at the bottom,
     S1 is the most confidently detected one among those level with the run's most cranial body
     (within half a body height; the ala sits beside S1, not above it); everything else in the
-    run is sacrum.
+    run is sacrum. The lowest body joins the run whatever it is rated when the one above it is
+    rated S1: only sacrum and coccyx lie below S1, and at the bottom edge of the field of view the
+    context network has no column below to read a level from (three sacral segments below S1,
+    the lowest rated L5, shifted every level above by one on generated studies).
 
     Args:
         probabilities: (n, 23) refined level probabilities, caudal → cranial.
         vertebrae: the n fused bodies in the same order.
     """
-    s1 = LABELLER_CLASSES.index("S1")
-    run = 0
-    while run < len(probabilities) and int(np.argmax(probabilities[run])) == s1:
+    rated_s1 = np.argmax(probabilities, axis=1) == LABELLER_CLASSES.index("S1")
+    run = int(len(rated_s1) > 1 and rated_s1[1])  # the lowest body, below an S1-rated one
+    while run < len(rated_s1) and rated_s1[run]:
         run += 1
     if run <= 1:
         return list(range(len(vertebrae)))
