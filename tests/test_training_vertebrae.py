@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from operators.core.dicom_io import scan_study_folder
-from operators.core.level_labelling import APPEARANCE_SHAPE
+from operators.core.level_labelling import APPEARANCE_SHAPE, N_CLASSES, height_probability_map, temperature_softmax
 from operators.core.onnx_models import open_model
 from operators.core.vertebra_pipeline import (
     APPEARANCE_MODEL,
@@ -29,7 +29,15 @@ from operators.core.vertebra_pipeline import (
 from conftest import write_fastcleverseg_subject
 from training.detection.cli import initial_state, main_stages
 from training.detection.detector import DetectorConfig, SlicePatchDataset, train_detector
-from training.detection.labeller import LabellerConfig, LabellerData, cache_labeller_study, make_appearance_net
+from training.detection.labeller import (
+    LabellerConfig,
+    LabellerData,
+    appearance_logits,
+    cache_labeller_study,
+    context_appearance_logits,
+    context_example,
+    make_appearance_net,
+)
 from training.detection.slice_cache import CachedSeries, cache_study
 from training.export import sha256_of
 from training.real.fastcleverseg import DATASETS
@@ -99,6 +107,28 @@ def test_labeller_cache_and_classes(training_studies: Path, tmp_path: Path) -> N
         assert np.all(np.diff(data.classes[group]) <= 0)
 
 
+def test_context_examples_see_noisier_appearance_than_the_network_gives_its_training_bodies(
+    training_studies: Path, tmp_path: Path
+) -> None:
+    files = [cache_labeller_study(study, tmp_path) for study in sorted(training_studies.iterdir())]
+    data = LabellerData.load([f for f in files if f is not None])
+    appearance = make_appearance_net(TINY_LABELLER)
+    logits = context_appearance_logits(appearance, data, passes=3, seed=0)
+    assert logits.shape == (3, len(data.classes), N_CLASSES)
+    # Pass 0 is the plain network output; the others are on augmented volumes.
+    np.testing.assert_allclose(logits[0], appearance_logits(appearance, data), atol=1e-5)
+    assert not np.allclose(logits[1], logits[0], atol=1e-3)
+    group = max(data.groups, key=len)
+    rng = np.random.default_rng(0)
+    clean, targets = context_example(data, logits, group, rng, augment=False)
+    # Without augmentation the map is built from pass 0 alone, and every body is a target.
+    expected = height_probability_map(data.spans_mm[group].astype(float), temperature_softmax(logits[0, group]))
+    np.testing.assert_allclose(clean[:, : expected.n_bins], expected.probabilities, atol=1e-6)
+    assert set(np.unique(targets[targets >= 0])) == set(data.classes[group])
+    augmented = [context_example(data, logits, group, rng, augment=True)[0] for _ in range(5)]
+    assert any(x.shape != clean.shape or not np.allclose(x, clean) for x in augmented)
+
+
 def test_all_stages_export_models_that_the_app_core_runs(training_studies: Path, tmp_path: Path) -> None:
     """cache → detector → appearance → context → export → cards with tiny settings, on generated
     studies mixed with real-layout subjects, then the exported ONNX models run through the same core
@@ -140,3 +170,12 @@ def test_all_stages_export_models_that_the_app_core_runs(training_studies: Path,
     labelled, _ = label_vertebrae(fused, stacks, open_model(APPEARANCE_MODEL, models), open_model(CONTEXT_MODEL, models))
     # A 4-step detector finds little; what matters here is that every interface fits together.
     assert len(labelled) <= len(fused)
+
+    # Retraining only the labeller beside the shipped detector: with no detector checkpoint, export
+    # keeps the detector's files and manifest entry as they are.
+    (tmp_path / "work" / f"{DETECTOR_MODEL}.pt").unlink()
+    detector_onnx = (models / manifest["models"][DETECTOR_MODEL]["onnx"]).read_bytes()
+    main_stages(training_studies, training_studies, tmp_path / "work", models, TINY_DETECTOR, TINY_LABELLER,
+                stages=("export",))
+    assert json.loads((models / "manifest.json").read_text())["models"][DETECTOR_MODEL] == manifest["models"][DETECTOR_MODEL]
+    assert (models / manifest["models"][DETECTOR_MODEL]["onnx"]).read_bytes() == detector_onnx

@@ -39,6 +39,7 @@ from training.detection.labeller import (
     LabellerData,
     appearance_logits,
     cache_labeller_study,
+    context_appearance_logits,
     make_appearance_net,
     make_context_net,
     train_appearance,
@@ -137,7 +138,8 @@ def main_stages(
         appearance.load_state_dict(torch.load(work / "level_appearance.pt"))
         train_data, val_data = labeller_data("train"), labeller_data("val")
         history = train_context(
-            train_data, appearance_logits(appearance, train_data), val_data, appearance_logits(appearance, val_data),
+            train_data, context_appearance_logits(appearance, train_data, seed=labeller_config.seed),
+            val_data, appearance_logits(appearance, val_data),
             labeller_config, work / "level_context.pt", initial_state(init_models, CONTEXT_MODEL),
         )
         (work / "level_context.history.json").write_text(json.dumps(history, indent=1))
@@ -159,7 +161,14 @@ def _trained_config(work: Path, name: str, default: DetectorConfig | LabellerCon
 
 
 def export_all(work: Path, models: Path, detector_config: DetectorConfig, labeller_config: LabellerConfig) -> None:
-    """Export the three checkpoints in ``work`` into ``models`` and record them in the manifest."""
+    """Export the checkpoints in ``work`` into ``models`` and record them in the manifest.
+
+    A network without a checkpoint in ``work`` keeps the files and manifest entry it has in
+    ``models`` (e.g. the labeller retrained beside the shipped detector).
+
+    Raises:
+        FileNotFoundError: when ``work`` holds none of the three checkpoints.
+    """
     detector_config = _trained_config(work, DETECTOR_MODEL, detector_config)
     labeller_config = _trained_config(work, APPEARANCE_MODEL, labeller_config)
     rng = np.random.default_rng(0)
@@ -185,8 +194,16 @@ def export_all(work: Path, models: Path, detector_config: DetectorConfig, labell
             f"(N, {N_CLASSES}, B) float32 refined level logits per bin",
         )),
     )
+    trained = []
+    for network, spec in networks:
+        if (work / f"{spec.name}.pt").exists():
+            trained.append((network, spec))
+        else:
+            logger.info("%s: no checkpoint in %s, the one in %s is kept", spec.name, work, models)
+    if not trained:
+        raise FileNotFoundError(f"no checkpoint ({', '.join(f'{name}.pt' for name in MODEL_NAMES)}) in {work}")
     real = any((work / "cache" / "train" / "labeller").glob("real_*.npz"))
-    export_checkpoints(networks, work, models, TRAINED_ON_REAL if real else TRAINED_ON_SYNTHETIC)
+    export_checkpoints(trained, work, models, TRAINED_ON_REAL if real else TRAINED_ON_SYNTHETIC)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -8,7 +8,10 @@
 * Context network: a 1D MONAI ``UNet`` over the height axis of the height-probability map
   (23 channels in, 23 logits out per bin), trained with cross-entropy at every bin covered by a true
   body — including bodies dropped from the input with probability 0.1 (paper), so the network learns
-  to infer a level from its neighbours.
+  to infer a level from its neighbours. Its input maps are built from the appearance network's
+  logits on augmented volumes, with a few bodies given another body's appearance: on its own training
+  bodies the appearance network is far surer than on a new study, and a context network trained on
+  those clean maps follows a confidently wrong appearance (a T10 named S1) instead of the column.
 
 Transitional anatomy: an L6 is trained as class L5 and a T13 as class T12, so a six-lumbar spine
 shows two consecutive "L5" bodies (and a thirteen-thoracic one two "T12"s); the beam search turns the
@@ -93,8 +96,18 @@ def level_class(level: str) -> int:
 
 S1_CLASS = LABELLER_CLASSES.index("S1")
 
-#: How often a context training example that starts at S1 gets an S2 detection below it.
-S2_DETECTION_PROBABILITY = 0.3
+#: How often a context training example that starts at S1 gets sacral-segment detections below it,
+#: and how many at most (S2, S3): the detector finds them on some studies.
+SACRAL_SEGMENT_PROBABILITY = 0.3
+MAX_SACRAL_SEGMENTS = 2
+
+#: Appearance passes per training body whose logits feed the context network: the first on the
+#: cached volume, the others on augmented copies (see :func:`context_appearance_logits`).
+CONTEXT_APPEARANCE_PASSES = 4
+
+#: How often a body of a context training example takes the appearance of a random other body: the
+#: appearance network sometimes names a body confidently and wrongly, and the column must win then.
+APPEARANCE_SWAP_PROBABILITY = 0.1
 
 
 def truth_vertebrae(truth: dict, series_instance_uid: str, pixels_shape: tuple[int, int, int], geometry) -> list[tuple[Vertebra3D, str]]:
@@ -276,16 +289,47 @@ def appearance_logits(model: nn.Module, data: LabellerData, batch_size: int = 64
     return np.concatenate(out) if out else np.zeros((0, N_CLASSES), np.float32)
 
 
+@torch.no_grad()
+def context_appearance_logits(
+    model: nn.Module, data: LabellerData, passes: int = CONTEXT_APPEARANCE_PASSES, seed: int = 0, batch_size: int = 64
+) -> np.ndarray:
+    """``(passes, n, 23)`` appearance logits of every cached body: pass 0 on the cached volume, the
+    others on copies with the appearance training augmentation (jitter, rotation, scale, intensity).
+
+    The augmented passes are less sure and more often wrong, as the network is on bodies it never
+    saw; :func:`context_example` draws one pass per body.
+    """
+    if passes < 1:
+        raise ValueError("passes must be at least 1")
+    augment = _appearance_augmentation(seed)
+    model.eval()
+    out = [appearance_logits(model, data, batch_size)]
+    for _ in range(passes - 1):
+        logits = []
+        for start in range(0, len(data.volumes), batch_size):
+            batch = [np.asarray(augment(v.astype(np.float32))) for v in data.volumes[start : start + batch_size]]
+            logits.append(model(torch.as_tensor(np.stack(batch), dtype=torch.float32)).numpy())
+        out.append(np.concatenate(logits) if logits else np.zeros((0, N_CLASSES), np.float32))
+    return np.stack(out)
+
+
 def context_example(
     data: LabellerData, logits: np.ndarray, group: np.ndarray, rng: np.random.Generator, augment: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     """One context-network training pair: padded input map (23, B) and per-bin targets (B,).
 
-    Augmentation: a random contiguous run of the bodies (a smaller field of view), heights scaled by
-    ±10 % (body size), each body dropped from the input with probability 0.1 while its target stays,
-    and — when the run starts at S1 — with probability :data:`S2_DETECTION_PROBABILITY` an extra
-    sacral body one S1 height below it with S1's appearance and target S1: the detector sometimes
-    finds the first sacral segment, and the beam search relabels the lower of two "S1"s as S2.
+    ``logits``: ``(passes, n, 23)`` appearance logits of every body (:func:`context_appearance_logits`);
+    without augmentation pass 0 is used.
+
+    Augmentation: a random contiguous run of the bodies (a smaller field of view), one appearance
+    pass drawn per body, with probability :data:`APPEARANCE_SWAP_PROBABILITY` a body's appearance
+    swapped for a random other body's (its target stays), heights scaled by ±10 % (body size), each
+    body dropped from the input with probability 0.1 while its target stays, and — when the run
+    starts at S1 — with probability :data:`SACRAL_SEGMENT_PROBABILITY` one or two (up to
+    :data:`MAX_SACRAL_SEGMENTS`) sacral segments stacked below it, each a little smaller than the
+    one above, with an S1 appearance and target S1: the detector sometimes finds them, and the
+    labeller drops every S1-rated body below S1
+    (:func:`~operators.core.vertebra_pipeline.without_sacral_segments`, the beam search's S2).
     """
     members = group
     if augment and len(members) > 2:
@@ -293,13 +337,20 @@ def context_example(
         start = int(rng.integers(0, len(members) - length + 1))
         members = members[start : start + length]
     spans = data.spans_mm[members].astype(float)
-    member_logits = logits[members]
+    if augment:
+        member_logits = logits[rng.integers(len(logits), size=len(members)), members]
+        swapped = rng.random(len(members)) < APPEARANCE_SWAP_PROBABILITY
+        member_logits[swapped] = logits[0, rng.integers(logits.shape[1], size=int(swapped.sum()))]
+    else:
+        member_logits = logits[0, members]
     classes = data.classes[members]
-    if augment and classes[0] == S1_CLASS and rng.random() < S2_DETECTION_PROBABILITY:
-        height = spans[0, 1] - spans[0, 0]
-        spans = np.vstack([spans[0] - height * rng.uniform(1.05, 1.25), spans])
-        member_logits = np.vstack([member_logits[0], member_logits])
-        classes = np.concatenate([[S1_CLASS], classes])
+    if augment and classes[0] == S1_CLASS and rng.random() < SACRAL_SEGMENT_PROBABILITY:
+        for _ in range(int(rng.integers(1, MAX_SACRAL_SEGMENTS + 1))):
+            height = spans[0, 1] - spans[0, 0]
+            segment = spans[0, 0] - height * rng.uniform(0.05, 0.25) - np.array([height * rng.uniform(0.8, 1.0), 0.0])
+            spans = np.vstack([segment, spans])
+            member_logits = np.vstack([logits[rng.integers(len(logits)), members[0]], member_logits])
+            classes = np.concatenate([[S1_CLASS], classes])
     if augment:
         spans = (spans - spans.mean()) * rng.uniform(0.9, 1.1) + spans.mean()
     probabilities = temperature_softmax(member_logits)
@@ -319,7 +370,8 @@ def train_context(
     data: LabellerData, logits: np.ndarray, val: LabellerData, val_logits: np.ndarray, config: LabellerConfig, out_path: Path,
     initial_state: dict | None = None,
 ) -> dict:
-    """Cross-entropy training of the context network on height maps built from appearance outputs.
+    """Cross-entropy training of the context network on height maps built from appearance outputs
+    (``logits``: ``(passes, n, 23)`` of :func:`context_appearance_logits`; ``val_logits``: ``(n, 23)``).
 
     Validation: per-body accuracy of the refined map's argmax at each body's centroid bin, without
     augmentation (the beam search then only has to repair what is left), averaged over the sources
@@ -354,12 +406,13 @@ def train_context(
 
 @torch.no_grad()
 def context_accuracy(model: nn.Module, data: LabellerData, logits: np.ndarray) -> float:
-    """Fraction of bodies whose refined argmax at the centroid bin is their training class."""
+    """Fraction of bodies whose refined argmax at the centroid bin is their training class
+    (``logits``: ``(n, 23)`` appearance logits of ``data``)."""
     model.eval()
     rng = np.random.default_rng(0)
     correct = total = 0
     for group in data.groups:
-        inputs, targets = context_example(data, logits, group, rng, augment=False)
+        inputs, targets = context_example(data, logits[None], group, rng, augment=False)
         predicted = model(torch.as_tensor(inputs[None], dtype=torch.float32))[0].argmax(0).numpy()
         spans = data.spans_mm[group]
         height_map = height_probability_map(spans, temperature_softmax(logits[group]))
