@@ -43,9 +43,9 @@ SYNTHETIC_DATA = (
 )
 
 REAL_DATA = (
-    "Then fine-tuned (`--init-models`) on synthetic studies from those seed ranges (120000–120029 lumbar, "
-    "130000–130011 whole spine, 100000–100007 cervical, 110000–110007 thoracic; validation 800000–800009) "
-    "mixed half and half with real annotated lumbar MRI: the FastCleverSeg datasets (GitHub "
+    "Then fine-tuned (`--init-models`) on the same synthetic training and validation studies mixed with "
+    "real annotated lumbar MRI, drawn for the fraction `real_fraction` (configuration below) of every "
+    "batch: the FastCleverSeg datasets (GitHub "
     "JonathanRamos/fastcleverseg, `ImageDatasets/`) VB3 (MyoSegmenTUM, Burian et al., BMC Musculoskelet "
     "Disord 2019, doi:10.1186/s12891-019-2528-x; bodies L1–L5) and VB2 (Zukić et al., Comput Graph Forum "
     "2014, doi:10.1111/cgf.12343; seven bodies to L5), split per subject by a hash of its name "
