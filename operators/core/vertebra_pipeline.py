@@ -184,7 +184,8 @@ def label_vertebrae(
     for impossible, code, what in (
         (off_column, "OFF_COLUMN_DETECTION", "lying beside the spinal column between two touching bodies"),
         (squeezed_between_bodies, "DUPLICATE_DETECTION",
-         "between two touching bodies and less confident than both (a disc, an endplate or a body detected twice)"),
+         "on the column where no further body fits and less confident than the bodies around them "
+         "(a disc, an endplate or a body detected twice)"),
     ):
         dropped = impossible(vertebrae)
         if dropped:

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -281,11 +282,17 @@ def train_appearance(
 
 
 @torch.no_grad()
-def appearance_logits(model: nn.Module, data: LabellerData, batch_size: int = 64) -> np.ndarray:
-    """(n, 23) logits of every cached volume (no augmentation)."""
+def appearance_logits(
+    model: nn.Module, data: LabellerData, batch_size: int = 64, augment: Callable[[np.ndarray], Any] | None = None
+) -> np.ndarray:
+    """(n, 23) logits of every cached volume, each passed through ``augment`` first when given."""
     model.eval()
-    out = [model(torch.as_tensor(data.volumes[i : i + batch_size].astype(np.float32))).numpy()
-           for i in range(0, len(data.volumes), batch_size)]
+    out = []
+    for start in range(0, len(data.volumes), batch_size):
+        volumes = data.volumes[start : start + batch_size].astype(np.float32)
+        if augment is not None:
+            volumes = np.stack([np.asarray(augment(volume)) for volume in volumes])
+        out.append(model(torch.as_tensor(volumes, dtype=torch.float32)).numpy())
     return np.concatenate(out) if out else np.zeros((0, N_CLASSES), np.float32)
 
 
@@ -302,15 +309,7 @@ def context_appearance_logits(
     if passes < 1:
         raise ValueError("passes must be at least 1")
     augment = _appearance_augmentation(seed)
-    model.eval()
-    out = [appearance_logits(model, data, batch_size)]
-    for _ in range(passes - 1):
-        logits = []
-        for start in range(0, len(data.volumes), batch_size):
-            batch = [np.asarray(augment(v.astype(np.float32))) for v in data.volumes[start : start + batch_size]]
-            logits.append(model(torch.as_tensor(np.stack(batch), dtype=torch.float32)).numpy())
-        out.append(np.concatenate(logits) if logits else np.zeros((0, N_CLASSES), np.float32))
-    return np.stack(out)
+    return np.stack([appearance_logits(model, data, batch_size, augment if index else None) for index in range(passes)])
 
 
 def context_example(
