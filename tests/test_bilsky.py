@@ -8,6 +8,8 @@ saying why not; images without localisation are still graded; CT in any transfer
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 from pathlib import Path
 
@@ -42,7 +44,7 @@ from training.bilsky.agreement import cohen_kappa, gwet_ac1, sensitivity_specifi
 from training.bilsky.cache import EXACT, RoiSampling, cache_bilsky_study, load_bilsky_studies
 from training.bilsky.cli import main_stages
 from training.bilsky.networks import PrototypeGrader, WindowBatchNorm, heatmap_loss, heatmap_target
-from training.bilsky.train import BilskyConfig, calibrate_class_bias, detector_errors_mm, grade_sampling_weights, prior_log_ratio
+from training.bilsky.train import BiasCalibration, BilskyConfig, calibrate_class_bias, detector_errors_mm, grade_sampling_weights, prior_log_ratio
 from training.grading.cache import TruthVertebra, truth_vertebrae
 from training.synthetic.phantom import AnatomyConfig
 from training.synthetic.study import StudyConfig, generate_study
@@ -209,11 +211,39 @@ def test_class_bias_undoes_the_training_grade_mix_and_is_chosen_on_validation() 
     model.window_logits = lambda rois: torch.tensor([0.0, 0.0, 0.5]).expand(1, len(rois), 3)
     rois = np.random.default_rng(0).random((20, 1, *ROI_SHAPE)).astype(np.float32)
     val_labels = np.array([0] * 19 + [2])
-    scale, scores = calibrate_class_bias(model, log_ratio, rois, val_labels, gwet_ac1)
-    assert scale > 0 and scores[scale] == max(scores.values()) and scores[scale] > scores[0.0]
+    no_high_grade = np.zeros(3, dtype=bool)
+    (scale, boost), scores = calibrate_class_bias(model, log_ratio, no_high_grade, rois, val_labels, BiasCalibration(gwet_ac1))
+    metric = {key: score["metric"] for key, score in scores.items()}
+    assert scale > 0 and boost == 0 and metric[f"{scale:g},0"] == max(metric.values()) and metric[f"{scale:g},0"] > metric["0,0"]
     with torch.no_grad():
         assert np.all(model(torch.as_tensor(rois)).numpy().argmax(axis=1) == 0)
     np.testing.assert_allclose(model.class_bias.numpy(), scale * log_ratio, rtol=1e-6)
+
+
+def test_high_grade_floor_moves_the_high_grade_call_until_validation_reaches_it() -> None:
+    # A grader that calls every image grade 0 and ranks one high-grade image below a grade-0 one:
+    # agreement alone takes the offset that finds one high-grade image and no false one; the
+    # sensitivity floor takes the larger offset that finds both at the cost of one false call.
+    val_labels = np.array([0] * 18 + [2] * 2)
+    high_grade = np.array([False, False, True])
+    high_logit = torch.tensor([-3.0] * 17 + [-1.5] + [-1.0, -2.0])
+    model = PrototypeGrader(3).eval()
+    model.window_logits = lambda rois: torch.stack([torch.zeros(20), torch.full((20,), -9.0), high_logit], dim=1)[None]
+    rois = np.zeros((20, 1, *ROI_SHAPE), dtype=np.float32)
+    log_ratio = np.zeros(3)
+
+    def calibrated(calibration: BiasCalibration) -> dict:
+        (scale, boost), scores = calibrate_class_bias(model, log_ratio, high_grade, rois, val_labels, calibration)
+        return {"boost": boost, **scores[f"{scale:g},{boost:g}"]}
+
+    assert calibrated(BiasCalibration(gwet_ac1))["high_sensitivity"] == 0.5
+    floored = calibrated(BiasCalibration(gwet_ac1, high_grade_floor=(1.0, 0.9)))
+    assert 2.0 < floored["boost"] < 3.0
+    assert floored["high_sensitivity"] == 1.0 and floored["high_specificity"] == 17 / 18
+    with torch.no_grad():
+        assert np.all(model(torch.as_tensor(rois)).numpy().argmax(axis=1)[val_labels == 2] == 2)
+    # A floor no offset reaches: the offset that comes closest (one false call, none missed) wins.
+    assert calibrated(BiasCalibration(gwet_ac1, high_grade_floor=(1.0, 1.0)))["boost"] == floored["boost"]
 
 
 def test_heatmap_loss_is_lower_for_the_right_peak() -> None:
@@ -282,6 +312,13 @@ def test_short_training_exports_models_the_core_grades_every_image_with(studies:
             assert len(entry.probabilities) == len(BILSKY_CLASSES[entry.modality])
         report = build_report(study_instance_uid=scan.study_instance_uid, software=SOFTWARE, bilsky=findings.entries)
         validate_report(report)
+    # The graders retrained beside the exported canal detector (--detector-steps 0) leave it as it is.
+    canal_onnx = (models / manifest[CANAL_MODEL]["onnx"]).read_bytes()
+    main_stages([studies], [studies], tmp_path / "graders_only", models, dataclasses.replace(TINY, detector_steps=0, seed=1),
+                threads=1, stages=("cache", "train", "export"))
+    retrained = json.loads((models / "manifest.json").read_text())["models"]
+    assert retrained[CANAL_MODEL] == manifest[CANAL_MODEL] and (models / manifest[CANAL_MODEL]["onnx"]).read_bytes() == canal_onnx
+    assert retrained[BILSKY_MODELS["MR"]]["sha256"] != manifest[BILSKY_MODELS["MR"]]["sha256"]
 
 
 @pytest.fixture(scope="module")

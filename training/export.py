@@ -135,9 +135,20 @@ def export_checkpoints(networks: Sequence[tuple[nn.Module, ExportSpec]], work: P
 
     Each network gets the weights of ``work/<spec.name>.pt`` (the best checkpoint its trainer kept)
     and, where ``work/<spec.name>.history.json`` exists, its training record (configuration,
-    validation scores, wall time; the per-step losses stay in ``work``).
+    validation scores, wall time; the per-step losses stay in ``work``). A network without a
+    checkpoint in ``work`` keeps the files and manifest entry it has in ``models`` (e.g. the labeller
+    retrained beside the shipped detector, or the Bilsky graders beside the shipped canal detector).
+
+    Raises:
+        FileNotFoundError: when ``work`` holds none of the networks' checkpoints.
     """
-    for network, spec in networks:
+    trained = [(network, spec) for network, spec in networks if (work / f"{spec.name}.pt").exists()]
+    if not trained:
+        raise FileNotFoundError(f"no checkpoint ({', '.join(f'{spec.name}.pt' for _, spec in networks)}) in {work}")
+    for _, spec in networks:
+        if not (work / f"{spec.name}.pt").exists():
+            logger.info("%s: no checkpoint in %s, the one in %s is kept", spec.name, work, models)
+    for network, spec in trained:
         network.load_state_dict(torch.load(work / f"{spec.name}.pt"))
         entry = export_model(network, spec, models)
         entry["trained_on"] = trained_on

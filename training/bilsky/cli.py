@@ -99,7 +99,10 @@ def main_stages(train: list[Path], val: list[Path], work: Path, models: Path, co
     if "train" in stages:
         val_studies = load_bilsky_studies(work / "cache" / "val")
         logger.info("%d training and %d validation studies", len(train_studies), len(val_studies))
-        histories = {CANAL_MODEL: train_detector(train_studies, val_studies, config, work / f"{CANAL_MODEL}.pt")}
+        # --detector-steps 0 keeps the canal detector in --models (export skips a missing checkpoint),
+        # so the graders can be retrained without moving the ROIs the app cuts.
+        histories = {CANAL_MODEL: train_detector(train_studies, val_studies, config, work / f"{CANAL_MODEL}.pt")} \
+            if config.detector_steps else {}
         for modality in modalities:
             name = BILSKY_MODELS[modality]
             histories[name] = train_grader(modality, train_studies, val_studies, config, work / f"{name}.pt")
@@ -126,6 +129,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("train-bilsky", help="train and export the canal detector and Bilsky graders",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_stage_arguments(parser, STAGES, several_folders=True)
-    parser.add_argument("--detector-steps", type=int, default=BilskyConfig.detector_steps)
+    parser.add_argument("--detector-steps", type=int, default=BilskyConfig.detector_steps,
+                        help="canal detector steps; 0 keeps the detector in --models")
     parser.add_argument("--grader-steps", type=int, default=BilskyConfig.grader_steps)
     parser.set_defaults(run=run)

@@ -194,16 +194,8 @@ def export_all(work: Path, models: Path, detector_config: DetectorConfig, labell
             f"(N, {N_CLASSES}, B) float32 refined level logits per bin",
         )),
     )
-    trained = []
-    for network, spec in networks:
-        if (work / f"{spec.name}.pt").exists():
-            trained.append((network, spec))
-        else:
-            logger.info("%s: no checkpoint in %s, the one in %s is kept", spec.name, work, models)
-    if not trained:
-        raise FileNotFoundError(f"no checkpoint ({', '.join(f'{name}.pt' for name in MODEL_NAMES)}) in {work}")
     real = any((work / "cache" / "train" / "labeller").glob("real_*.npz"))
-    export_checkpoints(trained, work, models, TRAINED_ON_REAL if real else TRAINED_ON_SYNTHETIC)
+    export_checkpoints(networks, work, models, TRAINED_ON_REAL if real else TRAINED_ON_SYNTHETIC)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
