@@ -18,6 +18,7 @@ AdamW with warm-up and cosine decay throughout.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -311,7 +312,8 @@ def train_grader(modality: str, train: Sequence[BilskyStudy], val: Sequence[Bils
                                                       val_rois, val_labels, CALIBRATION[modality])
         torch.save(model.state_dict(), out_path)
         chosen = scores[f"{scale:g},{boost:g}"]
-        history["class_bias"] = {"scale": scale, "high_grade_boost": boost, "validation": chosen,
-                                 "validation_by_scale_boost": scores, "bias": model.class_bias.tolist()}
+        # Every pair's scores stay in work (hundreds of them); the manifest gets the choice.
+        out_path.with_suffix(".calibration.json").write_text(json.dumps(scores, indent=1))
+        history["class_bias"] = {"scale": scale, "high_grade_boost": boost, "validation": chosen, "bias": model.class_bias.tolist()}
         logger.info("bilsky_%s: class bias scale %.1f, high-grade boost %.2f (validation %s)", modality.lower(), scale, boost, chosen)
     return history
