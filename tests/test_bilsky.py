@@ -9,7 +9,6 @@ saying why not; images without localisation are still graded; CT in any transfer
 from __future__ import annotations
 
 import dataclasses
-
 import json
 from pathlib import Path
 
@@ -214,7 +213,7 @@ def test_class_bias_undoes_the_training_grade_mix_and_is_chosen_on_validation() 
     no_high_grade = np.zeros(3, dtype=bool)
     (scale, boost), scores = calibrate_class_bias(model, log_ratio, no_high_grade, rois, val_labels, BiasCalibration(gwet_ac1))
     metric = {key: score["metric"] for key, score in scores.items()}
-    assert scale > 0 and boost == 0 and metric[f"{scale:g},0"] == max(metric.values()) and metric[f"{scale:g},0"] > metric["0,0"]
+    assert scale > 0 and boost == 0 and metric[(scale, 0.0)] == max(metric.values()) and metric[(scale, 0.0)] > metric[(0.0, 0.0)]
     with torch.no_grad():
         assert np.all(model(torch.as_tensor(rois)).numpy().argmax(axis=1) == 0)
     np.testing.assert_allclose(model.class_bias.numpy(), scale * log_ratio, rtol=1e-6)
@@ -234,7 +233,7 @@ def test_high_grade_floor_moves_the_high_grade_call_until_validation_reaches_it(
 
     def calibrated(calibration: BiasCalibration) -> dict:
         (scale, boost), scores = calibrate_class_bias(model, log_ratio, high_grade, rois, val_labels, calibration)
-        return {"boost": boost, **scores[f"{scale:g},{boost:g}"]}
+        return {"boost": boost, **scores[(scale, boost)]}
 
     assert calibrated(BiasCalibration(gwet_ac1))["high_sensitivity"] == 0.5
     floored = calibrated(BiasCalibration(gwet_ac1, high_grade_floor=(1.0, 0.9)))

@@ -142,12 +142,14 @@ def export_checkpoints(networks: Sequence[tuple[nn.Module, ExportSpec]], work: P
     Raises:
         FileNotFoundError: when ``work`` holds none of the networks' checkpoints.
     """
-    trained = [(network, spec) for network, spec in networks if (work / f"{spec.name}.pt").exists()]
+    trained = []
+    for network, spec in networks:
+        if (work / f"{spec.name}.pt").exists():
+            trained.append((network, spec))
+        else:
+            logger.info("%s: no checkpoint in %s, the one in %s is kept", spec.name, work, models)
     if not trained:
         raise FileNotFoundError(f"no checkpoint ({', '.join(f'{spec.name}.pt' for _, spec in networks)}) in {work}")
-    for _, spec in networks:
-        if not (work / f"{spec.name}.pt").exists():
-            logger.info("%s: no checkpoint in %s, the one in %s is kept", spec.name, work, models)
     for network, spec in trained:
         network.load_state_dict(torch.load(work / f"{spec.name}.pt"))
         entry = export_model(network, spec, models)

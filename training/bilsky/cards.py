@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from operators.core.bilsky_pipeline import BILSKY_MODELS, CANAL_MODEL
+from training.bilsky.train import CALIBRATION
 from training.cards import CardText, write_card
 
 #: Where ``python -m training evaluate bilsky --json`` puts the numbers the cards quote.
@@ -32,6 +33,10 @@ def training_command(entry: dict) -> str:
     steps = "".join(f" --{key.replace('_', '-')} {config[key]}" for key in ("detector_steps", "grader_steps") if key in config)
     return TRAINING_COMMAND + steps
 
+
+#: The MR grader's validation floor (sensitivity, specificity), as the cards quote it.
+MR_SENSITIVITY, MR_SPECIFICITY = (f"{100 * rate:.1f} %" for rate in CALIBRATION["MR"].high_grade_floor)
+
 PURPOSE = {
     CANAL_MODEL: (
         "Canal detector: a MONAI 2D residual U-Net (16-32-64-128 channels) that turns an axial MR or CT image "
@@ -46,7 +51,7 @@ PURPOSE = {
         "cross-entropy, compactness regularisation and virtual adversarial training on batches that over-sample "
         "the rare grades; a per-grade logit bias (in the exported graph) restores the grade mix of studies: a fraction of "
         "log true/sampled grade frequency plus an offset on the high grades, chosen on validation for the best AC1 "
-        "among the choices that reach the issue's high-grade sensitivity 97.6 % and specificity 93.6 %. "
+        f"among the choices that reach the issue's high-grade sensitivity {MR_SENSITIVITY} and specificity {MR_SPECIFICITY}. "
         "High grade = 1c, 2, 3."
     ),
     "CT": (
@@ -58,16 +63,18 @@ PURPOSE = {
 }
 
 
-def class_bias_sentence(entry: dict) -> str:
-    """What the exported ``class_bias`` of a grader is, from its training record."""
+def class_bias_sentence(modality: str, entry: dict) -> str:
+    """What the exported ``class_bias`` of the ``modality`` grader is, from its training record."""
     bias = entry.get("training", {}).get("class_bias")
     if not bias:
         return ""
-    chosen = bias.get("validation")
-    rates = (f" (validation: metric {chosen['metric']:.3f}, high-grade sensitivity {100 * chosen['high_sensitivity']:.1f} %, "
-             f"specificity {100 * chosen['high_specificity']:.1f} %)") if chosen else ""
+    chosen = bias.get("validation") or {}
+    rates = [f"{CALIBRATION[modality].metric.__name__} {chosen['metric']:.3f}"] if "metric" in chosen else []
+    rates += [f"high-grade {what} {100 * chosen[key]:.1f} %" for what, key in
+              (("sensitivity", "high_sensitivity"), ("specificity", "high_specificity")) if chosen.get(key) is not None]
+    rates_text = f" (validation: {', '.join(rates)})" if rates else ""
     return (f" Exported class bias: {bias['scale']:g} × log true/sampled grade frequency, high-grade offset "
-            f"{bias.get('high_grade_boost', 0.0):g}{rates}.")
+            f"{bias.get('high_grade_boost', 0.0):g}{rates_text}.")
 
 
 def write_bilsky_cards(models: Path) -> list[Path]:
@@ -86,7 +93,7 @@ def write_bilsky_cards(models: Path) -> list[Path]:
         if name not in manifest:
             continue
         written.append(write_card(models, name, CardText(
-            purpose=PURPOSE[key] + ("" if key == CANAL_MODEL else class_bias_sentence(manifest[name])),
+            purpose=PURPOSE[key] + ("" if key == CANAL_MODEL else class_bias_sentence(key, manifest[name])),
             training_data=TRAINING_DATA,
             command=training_command(manifest[name]),
             metrics=metrics,

@@ -99,10 +99,11 @@ def main_stages(train: list[Path], val: list[Path], work: Path, models: Path, co
     if "train" in stages:
         val_studies = load_bilsky_studies(work / "cache" / "val")
         logger.info("%d training and %d validation studies", len(train_studies), len(val_studies))
+        histories = {}
         # --detector-steps 0 keeps the canal detector in --models (export skips a missing checkpoint),
         # so the graders can be retrained without moving the ROIs the app cuts.
-        histories = {CANAL_MODEL: train_detector(train_studies, val_studies, config, work / f"{CANAL_MODEL}.pt")} \
-            if config.detector_steps else {}
+        if config.detector_steps:
+            histories[CANAL_MODEL] = train_detector(train_studies, val_studies, config, work / f"{CANAL_MODEL}.pt")
         for modality in modalities:
             name = BILSKY_MODELS[modality]
             histories[name] = train_grader(modality, train_studies, val_studies, config, work / f"{name}.pt")

@@ -193,13 +193,13 @@ HIGH_GRADE_BOOSTS: tuple[float, ...] = tuple(np.round(np.arange(0.0, 6.01, 0.25)
 
 
 def calibrate_class_bias(model: PrototypeGrader, log_ratio: np.ndarray, high_grade: np.ndarray, val_rois: np.ndarray,
-                         val_labels: np.ndarray, calibration: BiasCalibration) -> tuple[tuple[float, float], dict[str, dict]]:
+                         val_labels: np.ndarray, calibration: BiasCalibration) -> tuple[tuple[float, float], dict[tuple[float, float], dict]]:
     """Set ``model.class_bias`` to ``scale × log_ratio + boost × high_grade`` (``high_grade`` the
     ``(classes,)`` mask of high grades) with the :data:`CLASS_BIAS_SCALES` × :data:`HIGH_GRADE_BOOSTS`
     pair that scores best on validation by ``calibration.metric`` among the pairs that reach
     ``calibration.high_grade_floor`` (where none does, the pairs that come closest: smallest largest
     shortfall of sensitivity or specificity); returns ``(scale, boost)`` and every
-    pair's metric, high-grade sensitivity and specificity (keys ``"scale,boost"``). Why a scale: the
+    pair's metric, high-grade sensitivity and specificity (keys ``(scale, boost)``). Why a scale: the
     full correction maximises accuracy, which on a scale where nine in ten images are grade 0 would
     give up the rare grades the agreement measures count; why a boost: it moves the high-grade call
     alone, which the floor is about."""
@@ -207,13 +207,13 @@ def calibrate_class_bias(model: PrototypeGrader, log_ratio: np.ndarray, high_gra
     logits = grader_window_logits(model, val_rois)
     high = np.asarray(high_grade, dtype=bool)
     true_high = high[val_labels]
-    scores: dict[str, dict] = {}
+    scores: dict[tuple[float, float], dict] = {}
     for scale in CLASS_BIAS_SCALES:
         for boost in HIGH_GRADE_BOOSTS:
             bias = torch.as_tensor(scale * log_ratio + boost * high, dtype=logits.dtype)
             predicted = torch.softmax(logits + bias, dim=-1).mean(dim=0).argmax(dim=1).numpy()
             called_high = high[predicted]
-            scores[f"{scale:g},{boost:g}"] = {
+            scores[(float(scale), float(boost))] = {
                 "metric": float(calibration.metric(val_labels, predicted, classes)),
                 "high_sensitivity": float(np.mean(called_high[true_high])) if true_high.any() else None,
                 "high_specificity": float(np.mean(~called_high[~true_high])) if (~true_high).any() else None,
@@ -229,10 +229,9 @@ def calibrate_class_bias(model: PrototypeGrader, log_ratio: np.ndarray, high_gra
 
     # Where no pair reaches the floor, the pairs that come closest to it compete.
     closest = min(shortfall(score) for score in scores.values())
-    candidates = [key for key, score in scores.items() if shortfall(score) == closest]
+    candidates = [pair for pair, score in scores.items() if shortfall(score) == closest]
     # Ties go to the smallest boost, then the smallest scale: the least change to what training learnt.
-    best = max(candidates, key=lambda key: (scores[key]["metric"], *(-float(v) for v in key.split(",")[::-1])))
-    scale, boost = (float(v) for v in best.split(","))
+    scale, boost = max(candidates, key=lambda pair: (scores[pair]["metric"], -pair[1], -pair[0]))
     model.class_bias.copy_(torch.as_tensor(scale * log_ratio + boost * high, dtype=model.class_bias.dtype))
     return (scale, boost), scores
 
@@ -311,9 +310,10 @@ def train_grader(modality: str, train: Sequence[BilskyStudy], val: Sequence[Bils
         (scale, boost), scores = calibrate_class_bias(model, prior_log_ratio(labels, probabilities, classes), high_grade,
                                                       val_rois, val_labels, CALIBRATION[modality])
         torch.save(model.state_dict(), out_path)
-        chosen = scores[f"{scale:g},{boost:g}"]
+        chosen = scores[(scale, boost)]
         # Every pair's scores stay in work (hundreds of them); the manifest gets the choice.
-        out_path.with_suffix(".calibration.json").write_text(json.dumps(scores, indent=1))
+        out_path.with_suffix(".calibration.json").write_text(
+            json.dumps({f"{s:g},{b:g}": score for (s, b), score in scores.items()}, indent=1))
         history["class_bias"] = {"scale": scale, "high_grade_boost": boost, "validation": chosen, "bias": model.class_bias.tolist()}
         logger.info("bilsky_%s: class bias scale %.1f, high-grade boost %.2f (validation %s)", modality.lower(), scale, boost, chosen)
     return history
