@@ -34,6 +34,7 @@ from operators.core.vertebra_detection import (
     Vertebra3D,
     decode_slice,
     fuse_series,
+    joined_per_series,
     lateral_sweep,
     merge_tiles,
     network_inputs,
@@ -427,6 +428,25 @@ def test_tracking_links_slices_and_bridges_one_missed_slice() -> None:
     assert track_across_slices([], geometry, "1.2.3") == []
 
 
+def test_the_fragments_a_track_split_into_are_joined_per_series() -> None:
+    """A body missed on two slices in a row is two tracks of one series; joined, it is one detection
+    over all seven slices, centred on them, while another series' single detection is kept as is."""
+    geometry = VolumeGeometry.from_dicom(SAGITTAL, (-20.0, -60.0, 80.0), (1.0, 1.0), (12, 200, 200), 4.0)
+    (quad,) = spine_quads(1, (40.0, 80.0), height=25.0, depth=35.0, disc=8.0)
+    quads = [slice_quad(s, quad + [0.0, 0.2 * s], 0.5 + 0.05 * s) for s in (2, 3, 4, 7, 8, 9, 10)]  # 5, 6 missed
+    fragments = track_across_slices(quads, geometry, "t2")
+    assert len(fragments) == 2
+    other = track_across_slices([slice_quad(5, quad)], geometry, "t1")[0]
+    joined, kept = joined_per_series([fragments[0], other, fragments[1]], {"t2": geometry, "t1": geometry})
+    assert kept is other
+    assert [q.slice_index for q in joined.slice_quads] == [2, 3, 4, 7, 8, 9, 10]
+    scores = np.array([q.score for q in quads])
+    points = np.array([[q.slice_index, *q.centroid_px] for q in quads])
+    np.testing.assert_allclose(joined.centroid_mm, scores @ geometry.index_to_lps(points) / scores.sum())
+    assert joined.detection_score == pytest.approx(scores.mean())
+    assert joined_per_series([other], {"t1": geometry}) == [other]
+
+
 def test_tracking_prefers_the_best_overlap() -> None:
     geometry = VolumeGeometry.from_dicom(SAGITTAL, (0.0, 0.0, 0.0), (1.0, 1.0), (3, 100, 100), 3.0)
     (quad,) = spine_quads(1, (20.0, 50.0), height=20.0, depth=30.0, disc=5.0)
@@ -596,6 +616,20 @@ def test_sacral_segments_below_s1_are_left_out_even_when_the_lowest_is_misrated(
     # Nothing rated S1 at the bottom (a field of view ending in the lumbar spine): every body is labelled.
     assert without_sacral_segments(_rated(["L5", "L4", "L3", "L2", "L1", "T12"]), bodies) == list(range(6))
     assert without_sacral_segments(_rated(["L5", "L5", "S1", "L4", "L3", "L2"]), bodies) == list(range(6))
+
+
+def test_bodies_below_the_lumbosacral_junction_are_sacrum_whatever_rated_unless_rated_lumbar() -> None:
+    """Generated lumbar STIR studies: two or three sacral segments below S1 rated T1, C7 or T2 (an
+    appearance never learnt) were labelled, and the beam search pushed S1 up to L5 to make room."""
+    bodies = fuse_series([[vertebra("t2", z, 0.7) for z in (0.0, 20.0, 40.0, 62.0, 96.0, 130.0)]], lambda uid, point: True)
+    assert without_sacral_segments(_rated(["T2", "T1", "T1", "S1", "L5", "L4"]), bodies) == [3, 4, 5]
+    assert without_sacral_segments(_rated(["T1", "C7", "S1", "S1", "L5", "L4"]), bodies) == [3, 4, 5]
+    # An S1 rating above a thoracic-rated body is no junction; a lumbar rating below one contradicts it.
+    assert without_sacral_segments(_rated(["T2", "T1", "S1", "T12", "T11", "T10"]), bodies) == list(range(6))
+    assert without_sacral_segments(_rated(["T2", "L5", "C7", "S1", "L5", "L4"]), bodies) == list(range(6))
+    # Only the sacrum at the top of the view: the junction has nothing above it.
+    assert without_sacral_segments(_rated(["L5", "L4", "L3", "L2", "S1", "S1"]), bodies) == list(range(6))
+    assert without_sacral_segments(_rated(["L5", "L4", "L3", "L2", "L1", "S1"]), bodies) == list(range(6))
 
 
 def _column(bend_deg: list[float], step_mm: float = 32.0) -> list[tuple[float, float]]:

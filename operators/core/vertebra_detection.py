@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -643,6 +643,34 @@ def _vertebra_from_chain(chain: Sequence[SliceQuad], geometry: VolumeGeometry, u
         detection_score=float(scores.mean()),
         slice_quads=quads,
     )
+
+
+def joined_per_series(members: Sequence[Vertebra3D], geometries: Mapping[str, VolumeGeometry]) -> list[Vertebra3D]:
+    """One detection per series of a fused body: the fragments its track split into, joined.
+
+    A body whose track breaks at a slice (a missed or misshapen quad) becomes several
+    :class:`Vertebra3D` of one series, each seen on a few slices. Fusion keeps them one body, but
+    each fragment's centroid lies on its own side of the midline (10–25 mm off, see
+    :func:`same_body`), so whatever is sampled around a fragment's centroid (the appearance volume)
+    is off-centre, unlike the true bodies the labeller learnt from. The joined detection is the
+    chain of all the fragments' quads (:func:`_vertebra_from_chain`), centred on every slice that
+    saw the body; a series with one member keeps it unchanged.
+
+    Args:
+        members: detections of one body (e.g. ``FusedVertebra.members``), from any series.
+        geometries: geometry of each member's stack, by series instance UID.
+
+    Returns:
+        One detection per series, in the order the series first appear among ``members``.
+    """
+    by_series: dict[str, list[Vertebra3D]] = {}
+    for member in members:
+        by_series.setdefault(member.series_instance_uid, []).append(member)
+    return [
+        group[0] if len(group) == 1
+        else _vertebra_from_chain([quad for member in group for quad in member.slice_quads], geometries[uid], uid)
+        for uid, group in by_series.items()
+    ]
 
 
 def _bounding_boxes(quads: Sequence[SliceQuad]) -> np.ndarray:

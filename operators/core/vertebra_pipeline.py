@@ -29,7 +29,7 @@ from operators.core.level_labelling import (
     pad_bins,
     temperature_softmax,
 )
-from operators.core.levels import LABELLER_CLASSES
+from operators.core.levels import LABELLER_CLASSES, LUMBAR
 from operators.core.report import VertebraEntry
 from operators.core.series_roles import SeriesDecision
 from operators.core.study_warning import StudyWarning
@@ -40,6 +40,7 @@ from operators.core.vertebra_detection import (
     Vertebra3D,
     decode_slice,
     fuse_series,
+    joined_per_series,
     lateral_sweep,
     merge_tiles,
     network_inputs,
@@ -124,10 +125,13 @@ def detect_vertebrae(stacks: Sequence[SagittalStack], detector: Network) -> list
 
 
 def appearance_logits(vertebrae: Sequence[FusedVertebra], stacks: Sequence[SagittalStack], appearance: Network) -> np.ndarray:
-    """(n, 23) appearance logits per fused body: the mean over the series that detected it."""
+    """(n, 23) appearance logits per fused body: the mean over the series that detected it, each
+    series' fragments of the body joined into one detection (:func:`joined_per_series`)."""
     by_uid = {stack.series_instance_uid: stack for stack in stacks}
-    members = [member for fused in vertebrae for member in fused.members]
-    owners_array = np.asarray([index for index, fused in enumerate(vertebrae) for _ in fused.members])
+    geometries = {uid: stack.geometry for uid, stack in by_uid.items()}
+    views = [joined_per_series(fused.members, geometries) for fused in vertebrae]
+    members = [member for body in views for member in body]
+    owners_array = np.asarray([index for index, body in enumerate(views) for _ in body])
 
     def volume(member: Vertebra3D) -> np.ndarray:
         stack = by_uid[member.series_instance_uid]
@@ -141,25 +145,33 @@ def without_sacral_segments(probabilities: np.ndarray, vertebrae: Sequence[Fused
     """Indices (caudal → cranial) of the bodies to label, leaving out detections of the sacrum.
 
     Sacral segments below S1 (S2, S3) and, in lateral slices, the sacral ala look like vertebral
-    bodies and are sometimes detected; labelling rates them all S1. The paper's double-S1 rule
-    covers one such body; this covers any number. Of the run of S1-rated bodies at the bottom,
-    S1 is the most confidently detected one among those level with the run's most cranial body
-    (within half a body height; the ala sits beside S1, not above it); everything else in the
-    run is sacrum. The lowest body joins the run whatever it is rated when the one above it is
-    rated S1: only sacrum and coccyx lie below S1, and at the bottom edge of the field of view the
-    context network has no column below to read a level from (three sacral segments below S1,
-    the lowest rated L5, shifted every level above by one on generated studies).
+    bodies and are sometimes detected. The paper's double-S1 rule covers one such body; this covers
+    any number.
+
+    The lumbosacral junction is the lowest S1-rated body with a lumbar-rated body, or none, directly
+    above it. Only sacrum and coccyx lie below it, so every body there is left out whatever it is
+    rated: S1, or thoracic or cervical, an appearance the network never learnt (on generated studies
+    the context network rated such segments T1 or C7, and labelling them shifted every level above).
+    The lowest body is left out even when rated lumbar: at the bottom edge of the field of view the
+    context network has no column below to read a level from (three segments below S1, the lowest
+    rated L5, on generated studies). Any other lumbar-rated body below the junction contradicts it;
+    then every body is labelled and the beam search weighs the two readings.
+
+    Of the bodies left out, S1 is kept back: the most confidently detected one level with the
+    junction (within half a body height; the ala sits beside S1, not above it).
 
     Args:
         probabilities: (n, 23) refined level probabilities, caudal → cranial.
         vertebrae: the n fused bodies in the same order.
     """
-    rated_s1 = np.argmax(probabilities, axis=1) == LABELLER_CLASSES.index("S1")
-    run = int(len(rated_s1) > 1 and rated_s1[1])  # the lowest body, below an S1-rated one
-    while run < len(rated_s1) and rated_s1[run]:
-        run += 1
-    if run <= 1:
-        return list(range(len(vertebrae)))
+    rated = [LABELLER_CLASSES[c] for c in np.argmax(probabilities, axis=1)]
+    everything = list(range(len(vertebrae)))
+    junctions = [k for k, level in enumerate(rated) if level == "S1" and (k + 1 == len(rated) or rated[k + 1] in LUMBAR)]
+    if not junctions or junctions[0] == 0:
+        return everything
+    run = junctions[0] + 1
+    if any(rated[i] in LUMBAR for i in range(1, run)):
+        return everything
     top = vertebrae[run - 1]
     level_with_top = [i for i in range(run) if vertebrae[i].centroid_mm[2] >= top.centroid_mm[2] - 0.5 * top.height_mm]
     sacrum_one = max(level_with_top, key=lambda i: vertebrae[i].detection_score)

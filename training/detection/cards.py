@@ -23,8 +23,10 @@ PURPOSE: dict[str, str] = {
     ),
     "level_appearance": (
         "Level appearance network (SpineNetV2 §3.2): a 2D ResNet-10 (width ×0.5) over a 16-slice "
-        "sagittal volume around one detected body, 3× its in-plane size and 2× its lateral extent, "
-        "resampled to 112×112 (half the paper's 224×224, for CPU speed); 23 classes C3…S1."
+        "sagittal volume around one detected body: a cube 3× its in-plane size (the paper sizes the "
+        "lateral side by the slices the body was detected on, which depends on the detector and the "
+        "scanner; operators/core/level_labelling.py appearance_box_mm), resampled to 112×112 (half the "
+        "paper's 224×224, for CPU speed); 23 classes C3…S1."
     ),
     "level_context": (
         "Level context network (SpineNetV2 §3.2): a 1D MONAI UNet over the height-probability map "
