@@ -105,6 +105,30 @@ def test_real_subjects_become_training_samples_with_the_unannotated_run_masked(t
     assert len(data.volumes) == 5
 
 
+def test_the_detected_bodies_next_to_the_annotated_run_are_labelled_by_counting_on(tmp_path):
+    from dataclasses import replace
+
+    from training.real.training_cache import unannotated_neighbours
+
+    subject = load_subject("VB3", _write_subject(tmp_path / DATASETS["VB3"].folder, "01", [1, 2, 3, 4, 5]))
+    stack = sagittal_stack(subject, "1.2.3")
+    annotated = [vertebra for _, vertebra in stack.bodies]  # L1 … L5, cranial first
+    step_mm = annotated[-1].centroid_mm - annotated[-2].centroid_mm  # one body down (34 mm)
+
+    def detected_at(centroid_mm: np.ndarray):
+        return replace(annotated[-1], centroid_mm=np.asarray(centroid_mm, dtype=float))
+
+    # S1 lies 15 mm behind the straight continuation of the run (the lordosis turns at L5/S1).
+    s1 = detected_at(annotated[-1].centroid_mm + step_mm + [0.0, 15.0, 0.0])
+    t12 = detected_at(annotated[0].centroid_mm - step_mm)
+    found = unannotated_neighbours(stack, [*annotated, s1, t12])
+    assert [(level, vertebra is body) for (level, vertebra), body in zip(found, (t12, s1))] == [("T12", True), ("S1", True)]
+    # Without them the nearest detections are L1 and L5 themselves, and a body 1.7 steps below L5
+    # (S2, with S1 missed) is too far from where S1 would be: nothing is labelled.
+    s2 = detected_at(annotated[-1].centroid_mm + 1.7 * step_mm)
+    assert unannotated_neighbours(stack, [*annotated, s2]) == []
+
+
 def test_masked_pixels_do_not_change_the_detector_loss():
     import torch
 

@@ -5,7 +5,8 @@ Stages (``--stage``, default ``all`` runs them in this order):
 * ``cache`` — sagittal slices on the detector grid and appearance volumes of every true body, from
   studies made by ``python -m training generate`` (``--train``/``--val`` folders of ``study_<seed>``)
   and, with ``--real-root``, from the train/val subjects of the real FastCleverSeg datasets
-  (:mod:`training.real.training_cache`; training draws ``real_fraction`` of its examples from them);
+  (:mod:`training.real.training_cache`; training draws ``real_fraction`` of its examples from them;
+  with ``--init-models``, its detector labels the real bodies next to the annotated ones);
 * ``detector`` — the VFR network; ``appearance`` and ``context`` — the labeller networks;
 * ``export`` — ONNX + TorchScript into ``--models`` with sha256 in ``manifest.json``;
 * ``cards`` — model cards ``models/<name>.md`` with the numbers of
@@ -32,6 +33,7 @@ import numpy as np
 import torch
 
 from operators.core.level_labelling import APPEARANCE_SHAPE, N_CLASSES
+from operators.core.onnx_models import open_model
 from operators.core.vertebra_pipeline import APPEARANCE_MODEL, CONTEXT_MODEL, DETECTOR_MODEL
 from training.detection.detector import DetectorConfig, make_detector, train_detector
 from training.detection.labeller import (
@@ -71,14 +73,17 @@ def _studies(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if (p / "truth.json").exists())
 
 
-def _cache(split_folder: Path, work: Path, split: str, real_root: Path | None) -> tuple[list[Path], list[Path]]:
+def _cache(split_folder: Path, work: Path, split: str, real_root: Path | None,
+           init_models: Path | None) -> tuple[list[Path], list[Path]]:
     studies = _studies(split_folder)
     detector_dir, labeller_dir = work / "cache" / split / "detector", work / "cache" / split / "labeller"
     detector_files = build_cache(studies, detector_dir)
     labeller_dir.mkdir(parents=True, exist_ok=True)
     labeller_files = [f for f in (cache_labeller_study(s, labeller_dir) for s in studies) if f is not None]
     if real_root is not None:
-        real_detector, real_labeller = cache_real_split(real_root, split, detector_dir, labeller_dir)
+        # The starting detector finds the real bodies next to the annotated ones (labelled by counting on).
+        detector = None if init_models is None else open_model(DETECTOR_MODEL, init_models)
+        real_detector, real_labeller = cache_real_split(real_root, split, detector_dir, labeller_dir, detector)
         logger.info("%s: %d real subjects cached", split, len(real_detector))
         detector_files += real_detector
         labeller_files += real_labeller
@@ -116,7 +121,7 @@ def main_stages(
     work.mkdir(parents=True, exist_ok=True)
     if "cache" in stages:
         for split, folder in (("train", train), ("val", val)):
-            detector_files, labeller_files = _cache(folder, work, split, real_root)
+            detector_files, labeller_files = _cache(folder, work, split, real_root, init_models)
             logger.info("%s: %d detector series, %d labeller studies cached", split, len(detector_files), len(labeller_files))
 
     def series(split: str) -> list[CachedSeries]:
