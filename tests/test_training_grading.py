@@ -33,6 +33,7 @@ from training.grading.cli import main_stages
 from operators.core.grading_outputs import grading_slices
 from training.grading.networks import MultiViewGrader, SpineNetGrader, balanced_class_weights, balanced_cross_entropy, park_loss
 from training.grading.train import GradingConfig, multiview_logits, spinenet_logits, train_multiview, train_spinenet
+from training.stages import initial_state
 from training.synthetic.study import StudyConfig, generate_study
 
 TINY = GradingConfig(spinenet_steps=40, multiview_steps=40, batch_size=4, warmup_steps=5, validate_every=40, log_every=5,
@@ -102,10 +103,20 @@ def test_grader_losses_go_down(cached: GradingData, tmp_path: Path) -> None:
         assert after < 0.8 * before, (name, before, after)
 
 
-def test_all_stages_export_models_that_the_app_core_runs(studies: Path, tmp_path: Path) -> None:
-    models = tmp_path / "models"
-    # A few steps: this test is about the stages fitting together, not about learning.
-    main_stages(studies, studies, tmp_path / "work", models, replace(TINY, spinenet_steps=3, multiview_steps=3, validate_every=3))
+#: A few steps: the stage tests are about the stages fitting together, not about learning.
+FEW_STEPS = replace(TINY, spinenet_steps=3, multiview_steps=3, validate_every=3)
+
+
+@pytest.fixture(scope="module")
+def exported(studies: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The models folder every stage of ``train-grading`` writes."""
+    models = tmp_path_factory.mktemp("grading_run") / "models"
+    main_stages(studies, studies, models.parent / "work", models, FEW_STEPS)
+    return models
+
+
+def test_all_stages_export_models_that_the_app_core_runs(studies: Path, exported: Path) -> None:
+    models = exported
     manifest = json.loads((models / "manifest.json").read_text())["models"]
     assert set(manifest) == {SPINENET_MODEL, MULTIVIEW_MODEL}
     for name, entry in manifest.items():
@@ -124,3 +135,19 @@ def test_all_stages_export_models_that_the_app_core_runs(studies: Path, tmp_path
     discs = grade_discs(views, open_model(SPINENET_MODEL, models), open_model(MULTIVIEW_MODEL, models))
     assert [d.level for d in discs] == [v.frame.level for v in views]
     assert all(set(d.gradings) == set(SPINENET_GRADINGS) for d in discs)
+
+
+def test_fine_tuning_starts_from_the_exported_weights_and_records_them(studies: Path, exported: Path, tmp_path: Path) -> None:
+    """``--init-models``: with a zero learning rate the kept checkpoint has the exported network's
+    weights (normalisation statistics still follow the batches)."""
+    work = tmp_path / "work"
+    frozen = replace(FEW_STEPS, spinenet_learning_rate=0.0, multiview_learning_rate=0.0)
+    main_stages(studies, studies, work, tmp_path / "unused", frozen, stages=("cache", SPINENET_MODEL, MULTIVIEW_MODEL),
+                init_models=exported)
+    for name, network in ((SPINENET_MODEL, SpineNetGrader), (MULTIVIEW_MODEL, MultiViewGrader)):
+        started = initial_state(exported, name)
+        kept = torch.load(work / f"{name}.pt")
+        weights = [key for key, _ in network().named_parameters()]
+        assert all(torch.equal(kept[key], started[key]) for key in weights), name
+        history = json.loads((work / f"{name}.history.json").read_text())
+        assert history["initialised_from"] == {"file": f"{name}.ts", "sha256": sha256_of(exported / f"{name}.ts")}

@@ -27,7 +27,7 @@ from operators.core.vertebra_pipeline import (
     label_vertebrae,
 )
 from conftest import write_fastcleverseg_subject
-from training.detection.cli import initial_state, main_stages
+from training.detection.cli import main_stages
 from training.detection.detector import DetectorConfig, SlicePatchDataset, train_detector
 from training.detection.labeller import (
     LabellerConfig,
@@ -41,6 +41,7 @@ from training.detection.labeller import (
 from training.detection.slice_cache import CachedSeries, cache_study
 from training.export import sha256_of
 from training.real.fastcleverseg import DATASETS
+from training.stages import initial_state
 from training.synthetic.study import StudyConfig, generate_study
 
 TINY_DETECTOR = DetectorConfig(decoder_channels=(32, 16, 16, 8, 8), patch_px=96, batch_size=4, steps=40)

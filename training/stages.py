@@ -1,5 +1,5 @@
-"""What every ``python -m training train-*`` command shares: its folder/stage/thread options and
-caching a folder of generated studies in parallel."""
+"""What every ``python -m training train-*`` command shares: its folder/stage/thread options,
+caching a folder of generated studies in parallel, and starting a network from exported weights."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import functools
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+import torch
 
 from training.evaluate import map_jobs
 
@@ -40,3 +42,9 @@ def cache_folders(cache_study: Callable[..., Path | None], folders: Path | Seque
     files = [f for f in map_jobs(functools.partial(cache_study, cache_dir=cache_dir, **options), studies, jobs) if f is not None]
     logger.info("%s: %d of %d studies cached", cache_dir.name, len(files), len(studies))
     return files
+
+
+def initial_state(models: Path | None, name: str) -> dict | None:
+    """State dict of ``models/<name>.ts`` (TorchScript keeps the module's parameter names), or ``None``
+    without ``models``: what ``--init-models`` fine-tunes from."""
+    return None if models is None else torch.jit.load(models / f"{name}.ts").state_dict()

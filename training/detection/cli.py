@@ -51,7 +51,7 @@ from training.detection.slice_cache import CachedSeries, build_cache
 from training.detection.cards import TRAINED_ON_REAL, TRAINED_ON_SYNTHETIC, write_card
 from training.real.training_cache import cache_real_split
 from training.export import ExportSpec, export_checkpoints
-from training.stages import add_stage_arguments, selected_stages
+from training.stages import add_stage_arguments, initial_state, selected_stages
 
 logger = logging.getLogger(__name__)
 
@@ -88,11 +88,6 @@ def _cache(split_folder: Path, work: Path, split: str, real_root: Path | None,
         detector_files += real_detector
         labeller_files += real_labeller
     return detector_files, labeller_files
-
-
-def initial_state(models: Path | None, name: str) -> dict | None:
-    """State dict of ``models/<name>.ts`` (TorchScript keeps the module's parameter names), or ``None``."""
-    return None if models is None else torch.jit.load(models / f"{name}.ts").state_dict()
 
 
 def run(args: argparse.Namespace) -> int:

@@ -46,10 +46,21 @@ def _metrics(evaluations: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _fine_tuning_flags(name: str, training: dict[str, Any]) -> str:
+    """The flags of a fine-tuning run (``initialised_from`` in the history), naming the weights it started from."""
+    start = training.get("initialised_from")
+    if start is None:
+        return ""
+    rate = training["config"]["spinenet_learning_rate" if name == SPINENET_MODEL else "multiview_learning_rate"]
+    flag = "--spinenet-learning-rate" if name == SPINENET_MODEL else "--multiview-learning-rate"
+    return f" --init-models M {flag} {rate} (M: the earlier release, {start['file']} sha256 {start['sha256']})"
+
+
 def write_grading_card(models: Path, name: str, evaluation_paths: Sequence[Path]) -> Path:
     """Write ``models/<name>.md`` for one grader, with the metrics of the evaluation JSONs that exist
     (both graders are measured together, so both cards quote the same tables)."""
-    config = json.loads((models / "manifest.json").read_text())["models"][name].get("training", {}).get("config", {})
+    training = json.loads((models / "manifest.json").read_text())["models"][name].get("training", {})
+    config = training.get("config", {})
     evaluations = [json.loads(path.read_text()) for path in evaluation_paths if path.exists()]
     metrics = _metrics(evaluations) if evaluations else []
     return write_card(models, name, CardText(
@@ -59,7 +70,8 @@ def write_grading_card(models: Path, name: str, evaluation_paths: Sequence[Path]
         command="python -m training train-grading --train data/grade/train --val data/grade/val --work work/grading "
                 f"--models models --stage {name} "
                 + (f"--spinenet-steps {config.get('spinenet_steps')}" if name == SPINENET_MODEL
-                   else f"--multiview-steps {config.get('multiview_steps')}"),
+                   else f"--multiview-steps {config.get('multiview_steps')}")
+                + _fine_tuning_flags(name, training),
         metrics=metrics,
         intended_use=("Grade every intervertebral disc found by spine-map's detector and labeller (SpineNetV2 gradings)"
                       if name == SPINENET_MODEL else

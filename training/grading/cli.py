@@ -12,7 +12,10 @@ Stages (``--stage``, default ``all`` runs them in this order):
   ``python -m training evaluate grading --json docs/evaluation/grading.json`` (and of
   ``--vertebrae truth --json docs/evaluation/grading_true_vertebrae.json``).
 
-Checkpoints and training histories go to ``--work``. Example (the shipped weights)::
+Checkpoints and training histories go to ``--work``. ``--init-models DIR`` starts each grader from
+the weights exported in ``DIR`` (fine-tuning, e.g. on a site's own studies; lower the learning rates
+with ``--spinenet-learning-rate``/``--multiview-learning-rate``); the history records which file.
+Example (the shipped weights were trained from scratch like this)::
 
     python -m training generate --seed 150000 --count 240 --fov lumbar --modality mr --jobs 2 --out data/grade/train
     python -m training generate --seed 820000 --count 40 --fov lumbar --modality mr --jobs 2 --out data/grade/val
@@ -34,8 +37,8 @@ from operators.core.grading_pipeline import MULTIVIEW_MODEL, MULTIVIEW_TOKENS, S
 from operators.core.grading_outputs import condition_slices, grading_slices
 from operators.core.study_warning import StudyWarning
 from operators.core.volume_extraction import DISC_VOLUME_SHAPE
-from training.stages import add_stage_arguments, cache_folders, selected_stages
-from training.export import ExportSpec, export_checkpoints
+from training.stages import add_stage_arguments, cache_folders, initial_state, selected_stages
+from training.export import ExportSpec, export_checkpoints, sha256_of
 from training.grading.cache import TRAIN_JITTER_MM, GradingData, cache_grading_study
 from training.grading.cards import write_grading_card
 from training.grading.networks import MultiViewGrader, SpineNetGrader
@@ -71,8 +74,10 @@ def _data(work: Path, split: str) -> GradingData:
 
 
 def main_stages(train: Path, val: Path, work: Path, models: Path, config: GradingConfig, *, threads: int = 2,
-                stages: tuple[str, ...] = STAGES, rsna_root: Path | None = None, rsna_split: str = "train.csv") -> None:
-    """Run ``stages`` (in :data:`STAGES` order); see the module docstring."""
+                stages: tuple[str, ...] = STAGES, rsna_root: Path | None = None, rsna_split: str = "train.csv",
+                init_models: Path | None = None) -> None:
+    """Run ``stages`` (in :data:`STAGES` order), starting from ``init_models`` when given; see the
+    module docstring."""
     torch.set_num_threads(threads)
     work.mkdir(parents=True, exist_ok=True)
     if "cache" in stages:
@@ -86,7 +91,9 @@ def main_stages(train: Path, val: Path, work: Path, models: Path, config: Gradin
         logger.info("%d training and %d validation discs", len(train_data), len(val_data))
         for name, trainer in trainers:
             if name in stages:
-                history = trainer(train_data, val_data, config, work / f"{name}.pt")
+                history = trainer(train_data, val_data, config, work / f"{name}.pt", initial_state(init_models, name))
+                if init_models is not None:
+                    history["initialised_from"] = {"file": f"{name}.ts", "sha256": sha256_of(init_models / f"{name}.ts")}
                 (work / f"{name}.history.json").write_text(json.dumps(history, indent=1))
     if "export" in stages:
         export_graders(work, models)
@@ -131,9 +138,11 @@ def export_graders(work: Path, models: Path) -> None:
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    config = GradingConfig(spinenet_steps=args.spinenet_steps, multiview_steps=args.multiview_steps, batch_size=args.batch_size)
+    config = GradingConfig(spinenet_steps=args.spinenet_steps, multiview_steps=args.multiview_steps, batch_size=args.batch_size,
+                           spinenet_learning_rate=args.spinenet_learning_rate, multiview_learning_rate=args.multiview_learning_rate)
     main_stages(args.train, args.val, args.work, args.models, config, threads=args.threads,
-                stages=selected_stages(args, STAGES), rsna_root=args.rsna_root, rsna_split=args.rsna_split)
+                stages=selected_stages(args, STAGES), rsna_root=args.rsna_root, rsna_split=args.rsna_split,
+                init_models=args.init_models)
     return 0
 
 
@@ -146,4 +155,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--spinenet-steps", type=int, default=GradingConfig.spinenet_steps)
     parser.add_argument("--multiview-steps", type=int, default=GradingConfig.multiview_steps)
     parser.add_argument("--batch-size", type=int, default=GradingConfig.batch_size)
+    parser.add_argument("--spinenet-learning-rate", type=float, default=GradingConfig.spinenet_learning_rate)
+    parser.add_argument("--multiview-learning-rate", type=float, default=GradingConfig.multiview_learning_rate)
+    parser.add_argument("--init-models", type=Path, help="start from the weights in this models folder (fine-tuning)")
     parser.set_defaults(run=run)

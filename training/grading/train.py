@@ -189,11 +189,17 @@ def _mean(scores: dict[str, float]) -> float:
     return float(np.mean(values)) if values else 0.0
 
 
-def train_spinenet(data: GradingData, val: GradingData, config: GradingConfig, out_path: Path) -> dict:
-    """Train the SpineNetV2 grader; keeps the checkpoint with the best mean balanced accuracy."""
+def train_spinenet(data: GradingData, val: GradingData, config: GradingConfig, out_path: Path,
+                   initial_state: dict | None = None) -> dict:
+    """Train the SpineNetV2 grader; keeps the checkpoint with the best mean balanced accuracy.
+
+    ``initial_state``: start from these weights (fine-tuning) instead of a random initialisation.
+    """
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     model = SpineNetGrader()
+    if initial_state is not None:
+        model.load_state_dict(initial_state)
     weights = [balanced_class_weights(data.gradings[:, i], head.stop - head.start) for i, head in enumerate(grading_slices().values())]
     optimiser = torch.optim.Adam(model.parameters(), lr=config.spinenet_learning_rate)
     schedule = warmup_cosine_schedule(optimiser, config.spinenet_steps, config.warmup_steps)
@@ -217,13 +223,19 @@ def train_spinenet(data: GradingData, val: GradingData, config: GradingConfig, o
     return progress.finish()
 
 
-def train_multiview(data: GradingData, val: GradingData, config: GradingConfig, out_path: Path) -> dict:
-    """Train the multi-view RSNA grader on lumbar discs; keeps the best mean macro AUROC."""
+def train_multiview(data: GradingData, val: GradingData, config: GradingConfig, out_path: Path,
+                    initial_state: dict | None = None) -> dict:
+    """Train the multi-view RSNA grader on lumbar discs; keeps the best mean macro AUROC.
+
+    ``initial_state``: start from these weights (fine-tuning) instead of a random initialisation.
+    """
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     train_rows = np.flatnonzero((data.rsna >= 0).any(axis=1))
     val_rows = np.flatnonzero((val.rsna >= 0).any(axis=1))
     model = MultiViewGrader()
+    if initial_state is not None:
+        model.load_state_dict(initial_state)
     weights = [balanced_class_weights(data.rsna[train_rows, i], 3) for i in range(len(RSNA_CONDITIONS))]
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.multiview_learning_rate)
     schedule = warmup_cosine_schedule(optimiser, config.multiview_steps, config.warmup_steps)
