@@ -32,10 +32,13 @@ PURPOSE: dict[str, str] = {
 
 TRAINING_DATA = (
     "Synthetic lumbar MR studies only, made by `python -m training generate --fov lumbar --modality mr`: "
-    "240 training studies (seeds 150000–150239) and 40 validation studies (seeds 820000–820039), with the "
+    "training studies from seeds 150000–150479 and 40 validation studies (seeds 820000–820039), with the "
     "generator's own mix of sagittal T1/T2/STIR and axial T2 (angled per-disc or contiguous stacks, some "
     "studies without axial). Discs were framed from the true vertebrae moved by N(0, 1.5 mm) per axis "
-    "(the detector's localisation error). Evaluation studies use seeds from 930000. No patient data."
+    "(the detector's localisation error). Evaluation studies use seeds from 930000. No patient data. "
+    "The RSNA grader was trained from scratch on the first 240 (150000–150239). The disc grader was "
+    "trained from scratch on those 240, then fine-tuned (`--init-models`) on all 480 (README, Training "
+    "and evaluating the disc graders)."
 )
 
 

@@ -15,11 +15,15 @@ Stages (``--stage``, default ``all`` runs them in this order):
 Checkpoints and training histories go to ``--work``. ``--init-models DIR`` starts each grader from
 the weights exported in ``DIR`` (fine-tuning, e.g. on a site's own studies; lower the learning rates
 with ``--spinenet-learning-rate``/``--multiview-learning-rate``); the history records which file.
-Example (the shipped weights were trained from scratch like this)::
+Example (the shipped weights)::
 
     python -m training generate --seed 150000 --count 240 --fov lumbar --modality mr --jobs 2 --out data/grade/train
     python -m training generate --seed 820000 --count 40 --fov lumbar --modality mr --jobs 2 --out data/grade/val
     python -m training train-grading --train data/grade/train --val data/grade/val --work work/grading --models models --spinenet-steps 2000 --multiview-steps 700
+    # then the disc grader fine-tuned on 240 more studies
+    python -m training generate --seed 150240 --count 240 --fov lumbar --modality mr --jobs 2 --out data/grade/train
+    G="python -m training train-grading --train data/grade/train --val data/grade/val --work work/grading2 --models models"
+    $G --stage cache && $G --stage disc_grader --spinenet-steps 3000 --spinenet-learning-rate 5e-4 --init-models models && $G --stage export
 """
 
 from __future__ import annotations
@@ -55,7 +59,7 @@ STAGES = ("cache", SPINENET_MODEL, MULTIVIEW_MODEL, "export", "cards")
 GRADING_EVALUATION_JSONS = (Path("docs/evaluation/grading.json"), Path("docs/evaluation/grading_true_vertebrae.json"))
 
 #: ``trained_on`` of the shipped graders (manifest, report ``software.models[]``, SR).
-TRAINED_ON = "synthetic spine-map lumbar MR studies only (training/synthetic, seeds 150000-150239); no patient data"
+TRAINED_ON = "synthetic spine-map lumbar MR studies only (training/synthetic, seeds 150000-150479); no patient data"
 
 
 def _cache_rsna(root: Path, split_csv: str, work: Path) -> list[Path]:
