@@ -36,9 +36,8 @@ TRAINING_DATA = (
     "generator's own mix of sagittal T1/T2/STIR and axial T2 (angled per-disc or contiguous stacks, some "
     "studies without axial). Discs were framed from the true vertebrae moved by N(0, 1.5 mm) per axis "
     "(the detector's localisation error). Evaluation studies use seeds from 930000. No patient data. "
-    "The RSNA grader was trained from scratch on the first 240 (150000–150239). The disc grader was "
-    "trained from scratch on those 240, then fine-tuned (`--init-models`) on all 480 (README, Training "
-    "and evaluating the disc graders)."
+    "Both graders were trained from scratch on the first 240 (150000–150239), then fine-tuned "
+    "(`--init-models`) on all 480 (README, Training and evaluating the disc graders)."
 )
 
 
