@@ -48,21 +48,26 @@ def _metrics(evaluations: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def _fine_tuning_flags(name: str, training: dict[str, Any]) -> str:
-    """The flags of a fine-tuning run (``initialised_from`` in the history), naming the weights it started from."""
+#: Each grader's prefix in the ``train-grading`` flags and ``GradingConfig`` fields (``--spinenet-steps``, ``spinenet_steps``).
+_OPTION_PREFIX = {SPINENET_MODEL: "spinenet", MULTIVIEW_MODEL: "multiview"}
+
+
+def _training_flags(name: str, training: dict[str, Any]) -> str:
+    """The flags the grader's training stage ran with; for a fine-tuning run (``initialised_from`` in
+    the history) also its learning rate and the weights it started from."""
+    prefix, config = _OPTION_PREFIX[name], training.get("config", {})
+    flags = f"--{prefix}-steps {config.get(f'{prefix}_steps')}"
     start = training.get("initialised_from")
-    if start is None:
-        return ""
-    rate = training["config"]["spinenet_learning_rate" if name == SPINENET_MODEL else "multiview_learning_rate"]
-    flag = "--spinenet-learning-rate" if name == SPINENET_MODEL else "--multiview-learning-rate"
-    return f" --init-models M {flag} {rate} (M: the earlier release, {start['file']} sha256 {start['sha256']})"
+    if start is not None:
+        flags += (f" --init-models M --{prefix}-learning-rate {config[f'{prefix}_learning_rate']}"
+                  f" (M: the earlier release, {start['file']} sha256 {start['sha256']})")
+    return flags
 
 
 def write_grading_card(models: Path, name: str, evaluation_paths: Sequence[Path]) -> Path:
     """Write ``models/<name>.md`` for one grader, with the metrics of the evaluation JSONs that exist
     (both graders are measured together, so both cards quote the same tables)."""
     training = json.loads((models / "manifest.json").read_text())["models"][name].get("training", {})
-    config = training.get("config", {})
     evaluations = [json.loads(path.read_text()) for path in evaluation_paths if path.exists()]
     metrics = _metrics(evaluations) if evaluations else []
     return write_card(models, name, CardText(
@@ -70,10 +75,7 @@ def write_grading_card(models: Path, name: str, evaluation_paths: Sequence[Path]
         training_data=TRAINING_DATA,
         # Each grader trains in its own stage, so its card names that stage and the flag it used.
         command="python -m training train-grading --train data/grade/train --val data/grade/val --work work/grading "
-                f"--models models --stage {name} "
-                + (f"--spinenet-steps {config.get('spinenet_steps')}" if name == SPINENET_MODEL
-                   else f"--multiview-steps {config.get('multiview_steps')}")
-                + _fine_tuning_flags(name, training),
+                f"--models models --stage {name} " + _training_flags(name, training),
         metrics=metrics,
         intended_use=("Grade every intervertebral disc found by spine-map's detector and labeller (SpineNetV2 gradings)"
                       if name == SPINENET_MODEL else

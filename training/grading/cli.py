@@ -20,10 +20,11 @@ Example (the shipped weights)::
     python -m training generate --seed 150000 --count 240 --fov lumbar --modality mr --jobs 2 --out data/grade/train
     python -m training generate --seed 820000 --count 40 --fov lumbar --modality mr --jobs 2 --out data/grade/val
     python -m training train-grading --train data/grade/train --val data/grade/val --work work/grading --models models --spinenet-steps 2000 --multiview-steps 700
-    # then the disc grader fine-tuned on 240 more studies
+    # then both graders fine-tuned on 240 more studies
     python -m training generate --seed 150240 --count 240 --fov lumbar --modality mr --jobs 2 --out data/grade/train
     G="python -m training train-grading --train data/grade/train --val data/grade/val --work work/grading2 --models models"
-    $G --stage cache && $G --stage disc_grader --spinenet-steps 3000 --spinenet-learning-rate 5e-4 --init-models models && $G --stage export
+    $G --stage cache && $G --stage disc_grader --spinenet-steps 3000 --spinenet-learning-rate 5e-4 --init-models models
+    $G --stage rsna_grader --multiview-steps 700 --multiview-learning-rate 1.5e-4 --init-models models && $G --stage export
 """
 
 from __future__ import annotations
