@@ -57,8 +57,12 @@ class CancerConfig:
     #: Studies per step.
     batch_size: int = 2
     #: Encoder-alone steps before the SCT (module docstring), at ``encoder_batch_size`` volumes a step.
-    pretrain_steps: int = 1500
+    pretrain_steps: int = 5000
     encoder_batch_size: int = 24
+    #: Peak learning rate of the encoder-alone stage. Measured on the 40 validation studies, encoder
+    #: alone, 2000 steps: metastasis AUROC 0.828 at 3e-4 and 0.857 at 1e-3, and still rising with steps
+    #: (0.779 at 600): the encoder is what limits metastasis, and it was under-trained.
+    encoder_learning_rate: float = 1e-3
     max_vertebrae: int = 10
     learning_rate: float = 3e-4
     warmup_steps: int = 60
@@ -119,7 +123,7 @@ def pretrain_encoder(train: Sequence[CancerStudy], config: CancerConfig, weights
     encoder = VertebraEncoder()
     head = nn.Linear(encoder.channels, len(CANCER_FINDINGS))
     parameters = [*encoder.parameters(), *head.parameters()]
-    optimiser = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=1e-2)
+    optimiser = torch.optim.AdamW(parameters, lr=config.encoder_learning_rate, weight_decay=1e-2)
     schedule = warmup_cosine_schedule(optimiser, config.pretrain_steps, config.warmup_steps)
     losses, running = [], 0.0
     for step in range(1, config.pretrain_steps + 1):
