@@ -33,7 +33,7 @@ from training.grading.cli import main_stages
 from operators.core.grading_outputs import grading_slices
 from training.grading.networks import MultiViewGrader, SpineNetGrader, balanced_class_weights, balanced_cross_entropy, park_loss
 from training.grading.train import GradingConfig, multiview_logits, spinenet_logits, train_multiview, train_spinenet
-from training.stages import initial_state
+from training.stages import initial_state, start_from
 from training.synthetic.study import StudyConfig, generate_study
 
 TINY = GradingConfig(spinenet_steps=40, multiview_steps=40, batch_size=4, warmup_steps=5, validate_every=40, log_every=5,
@@ -151,3 +151,21 @@ def test_fine_tuning_starts_from_the_exported_weights_and_records_them(studies: 
         assert all(torch.equal(kept[key], started[key]) for key in weights), name
         history = json.loads((work / f"{name}.history.json").read_text())
         assert history["initialised_from"] == {"file": f"{name}.ts", "sha256": sha256_of(exported / f"{name}.ts")}
+
+
+def test_a_reshaped_layer_starts_afresh_and_the_rest_keeps_its_weights() -> None:
+    """Weights from a grader whose embedding took a smaller input (the row axis averaged away) still
+    start every other tensor; only the embedding is new, and it is named."""
+    torch.manual_seed(0)
+    earlier = SpineNetGrader().state_dict()
+    earlier["embed.1.weight"] = torch.randn(512, earlier["embed.1.weight"].shape[1] // 4)
+    model = SpineNetGrader()
+    assert start_from(model, earlier) == ["embed.1.weight"]
+    now = model.state_dict()
+    assert all(torch.equal(now[key], earlier[key]) for key in now if key != "embed.1.weight")
+    assert now["embed.1.weight"].shape != earlier["embed.1.weight"].shape
+
+
+def test_weights_of_another_network_are_refused() -> None:
+    with pytest.raises(ValueError, match="do not belong to SpineNetGrader"):
+        start_from(SpineNetGrader(), MultiViewGrader().state_dict())

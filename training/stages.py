@@ -44,6 +44,29 @@ def cache_folders(cache_study: Callable[..., Path | None], folders: Path | Seque
     return files
 
 
+def start_from(model: torch.nn.Module, state: dict | None) -> list[str]:
+    """Load ``state`` (from :func:`initial_state`) into ``model``; returns the names of the tensors
+    left at their fresh initialisation because the architecture changed their shape (a layer that was
+    widened keeps the rest of the network's learned weights). ``None`` loads nothing.
+
+    Raises ``ValueError`` when ``state`` names a tensor ``model`` lacks, or when no tensor fits:
+    those weights belong to another network.
+    """
+    if state is None:
+        return []
+    own = model.state_dict()
+    foreign = sorted(set(state) - set(own))
+    fitting = {name: value for name, value in state.items() if name in own and own[name].shape == value.shape}
+    if foreign or not fitting:
+        raise ValueError(f"the initial weights do not belong to {type(model).__name__}: "
+                         f"{len(foreign)} unknown tensors, {len(fitting)} of {len(own)} fit")
+    model.load_state_dict(fitting, strict=False)
+    reinitialised = sorted(set(own) - set(fitting))
+    if reinitialised:
+        logger.warning("%s starts these tensors afresh (new or reshaped): %s", type(model).__name__, ", ".join(reinitialised))
+    return reinitialised
+
+
 def initial_state(models: Path | None, name: str) -> dict | None:
     """State dict of ``models/<name>.ts`` (TorchScript keeps the module's parameter names), or ``None``
     without ``models``: what ``--init-models`` fine-tunes from."""

@@ -26,6 +26,7 @@ from operators.core.vertebra_detection import N_OUTPUT_CHANNELS, render_targets,
 from training.augment import intensity_augmentation, random_patch_affine, warp_image
 from training.progress import TrainingProgress, training_autocast
 from training.detection.slice_cache import CachedSeries, mixed_draw
+from training.stages import start_from
 
 #: Heatmap channels (4 corners + centroid) and vector channels (2 per corner) of the output.
 N_HEATMAPS = 5
@@ -211,8 +212,7 @@ def train_detector(
     """
     torch.manual_seed(config.seed)
     model = make_detector(config)
-    if initial_state is not None:
-        model.load_state_dict(initial_state)
+    reinitialised = start_from(model, initial_state)
     loss_fn = VFRLoss(config.vector_loss_weight)
     optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate, betas=(0.9, 0.999))
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -222,7 +222,8 @@ def train_detector(
                                    real_fraction=config.real_fraction)
     val_data = SlicePatchDataset(val, config.patch_px, 256, seed=config.seed + 1, augment=False)
     loader = torch.utils.data.DataLoader(train_data, batch_size=config.batch_size, num_workers=0)
-    progress = TrainingProgress("detector", out_path, {"config": asdict(config)}, log_every, higher_is_better=False)
+    progress = TrainingProgress("detector", out_path, {"config": asdict(config), "reinitialised": reinitialised},
+                                log_every, higher_is_better=False)
     model.train()
     for step, batch in enumerate(loader, start=1):
         # bfloat16 where the CPU has it (training_autocast); the loss stays float32.

@@ -52,6 +52,7 @@ from training.augment import intensity_augmentation
 from training.progress import TrainingProgress, training_autocast
 from training.detection.slice_cache import SAGITTAL_KINDS, SOURCES, is_real, mixed_draw
 from training.detection.truth_projection import slice_quads
+from training.stages import start_from
 
 @dataclass(frozen=True)
 class LabellerConfig:
@@ -253,15 +254,15 @@ def train_appearance(
     """
     torch.manual_seed(config.seed)
     model = make_appearance_net(config)
-    if initial_state is not None:
-        model.load_state_dict(initial_state)
+    reinitialised = start_from(model, initial_state)
     optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate, betas=(0.9, 0.999))
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimiser, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, config.appearance_steps) / config.appearance_steps))
     )
     augment = _appearance_augmentation(config.seed)
     rng = np.random.default_rng(config.seed)
-    progress = TrainingProgress("appearance", out_path, {"config": asdict(config)}, log_every=50, higher_is_better=True)
+    progress = TrainingProgress("appearance", out_path, {"config": asdict(config), "reinitialised": reinitialised},
+                                log_every=50, higher_is_better=True)
     for step in range(1, config.appearance_steps + 1):
         model.train()
         chosen = mixed_draw(data.real, config.real_fraction, config.batch_size, rng)
@@ -378,13 +379,13 @@ def train_context(
     """
     torch.manual_seed(config.seed)
     model = make_context_net()
-    if initial_state is not None:
-        model.load_state_dict(initial_state)
+    reinitialised = start_from(model, initial_state)
     optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate, betas=(0.9, 0.999))
     rng = np.random.default_rng(config.seed)
     groups = [g for g in data.groups if len(g)]
     group_real = np.array([data.real[g[0]] for g in groups])
-    progress = TrainingProgress("context", out_path, {"config": asdict(config)}, log_every=100, higher_is_better=True)
+    progress = TrainingProgress("context", out_path, {"config": asdict(config), "reinitialised": reinitialised},
+                                log_every=100, higher_is_better=True)
     for step in range(1, config.context_steps + 1):
         model.train()
         examples = [context_example(data, logits, groups[i], rng, augment=True)

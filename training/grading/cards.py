@@ -18,7 +18,9 @@ PURPOSE: dict[str, str] = {
         "volume (midpoint of the adjacent centroids, endplate horizontal, width twice the larger body, "
         "2:1 aspect); one 2-layer head per grading: Pfirrmann 1–5, narrowing 0–3, central canal "
         "stenosis 0–3, spondylolisthesis, upper/lower endplate defect, upper/lower marrow change, "
-        "left/right foraminal stenosis, herniation. Channel 1 adds the sagittal T1 (the paper uses T2 only)."
+        "left/right foraminal stenosis, herniation. Channel 1 adds the sagittal T1 (the paper uses T2 only). "
+        "The final feature maps are averaged across the disc only, keeping the 9 sagittal slices and the 4 "
+        "rows apart, so the paired left/right and upper/lower heads see where a finding lies."
     ),
     MULTIVIEW_MODEL: (
         "Multi-view, multi-sequence RSNA 2024 grader (Park et al. §2): a shared 2D slice encoder over "
@@ -37,7 +39,8 @@ TRAINING_DATA = (
     "studies without axial). Discs were framed from the true vertebrae moved by N(0, 1.5 mm) per axis "
     "(the detector's localisation error). Evaluation studies use seeds from 930000. No patient data. "
     "Both graders were trained from scratch on the first 240 (150000–150239), then fine-tuned "
-    "(`--init-models`) on all 480 (README, Training and evaluating the disc graders)."
+    "(`--init-models`) on all 480; the disc grader was fine-tuned once more on the 480 when its "
+    "embedding began keeping the row axis (README, Training and evaluating the disc graders)."
 )
 
 
@@ -54,13 +57,16 @@ _OPTION_PREFIX = {SPINENET_MODEL: "spinenet", MULTIVIEW_MODEL: "multiview"}
 
 def _training_flags(name: str, training: dict[str, Any]) -> str:
     """The flags the grader's training stage ran with; for a fine-tuning run (``initialised_from`` in
-    the history) also its learning rate and the weights it started from."""
+    the history) also its learning rate, the weights it started from and the tensors that started
+    afresh because the layout had changed."""
     prefix, config = _OPTION_PREFIX[name], training.get("config", {})
     flags = f"--{prefix}-steps {config.get(f'{prefix}_steps')}"
     start = training.get("initialised_from")
     if start is not None:
         flags += (f" --init-models M --{prefix}-learning-rate {config[f'{prefix}_learning_rate']}"
-                  f" (M: the earlier release, {start['file']} sha256 {start['sha256']})")
+                  f" (M: the earlier release, {start['file']} sha256 {start['sha256']}")
+        afresh = training.get("reinitialised")
+        flags += f"; started afresh, as the layout changed: {', '.join(afresh)})" if afresh else ")"
     return flags
 
 

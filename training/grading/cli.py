@@ -14,7 +14,8 @@ Stages (``--stage``, default ``all`` runs them in this order):
 
 Checkpoints and training histories go to ``--work``. ``--init-models DIR`` starts each grader from
 the weights exported in ``DIR`` (fine-tuning, e.g. on a site's own studies; lower the learning rates
-with ``--spinenet-learning-rate``/``--multiview-learning-rate``); the history records which file.
+with ``--spinenet-learning-rate``/``--multiview-learning-rate``); the history records which file, and
+which tensors started afresh because the layout changed their shape.
 Example (the shipped weights)::
 
     python -m training generate --seed 150000 --count 240 --fov lumbar --modality mr --jobs 2 --out data/grade/train
@@ -25,6 +26,9 @@ Example (the shipped weights)::
     G="python -m training train-grading --train data/grade/train --val data/grade/val --work work/grading2 --models models"
     $G --stage cache && $G --stage disc_grader --spinenet-steps 3000 --spinenet-learning-rate 5e-4 --init-models models
     $G --stage rsna_grader --multiview-steps 700 --multiview-learning-rate 1.5e-4 --init-models models && $G --stage export
+    # the shipped disc grader: fine-tuned again once its embedding kept the row axis (the embedding
+    # weight starts afresh, every other tensor from the grader above)
+    $G --stage disc_grader --spinenet-steps 3000 --spinenet-learning-rate 5e-4 --init-models models && $G --stage export
 """
 
 from __future__ import annotations

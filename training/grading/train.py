@@ -31,6 +31,7 @@ from training.grading.cache import GradingData
 from training.grading.networks import MultiViewGrader, SpineNetGrader, balanced_class_weights, balanced_cross_entropy, park_loss
 from training.progress import TrainingProgress, training_autocast
 from training.rsna.metric import macro_auroc
+from training.stages import start_from
 
 #: SPINENET_GRADINGS names whose left and right versions swap when an image is mirrored.
 _GRADING_MIRROR = {"foraminal_stenosis_left": "foraminal_stenosis_right", "foraminal_stenosis_right": "foraminal_stenosis_left"}
@@ -198,13 +199,13 @@ def train_spinenet(data: GradingData, val: GradingData, config: GradingConfig, o
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     model = SpineNetGrader()
-    if initial_state is not None:
-        model.load_state_dict(initial_state)
+    reinitialised = start_from(model, initial_state)
     weights = [balanced_class_weights(data.gradings[:, i], head.stop - head.start) for i, head in enumerate(grading_slices().values())]
     optimiser = torch.optim.Adam(model.parameters(), lr=config.spinenet_learning_rate)
     schedule = warmup_cosine_schedule(optimiser, config.spinenet_steps, config.warmup_steps)
     augment = intensity_augmentation() if config.augment else None
-    progress = TrainingProgress("disc_grader", out_path, {"config": asdict(config)}, log_every=config.log_every, higher_is_better=True)
+    progress = TrainingProgress("disc_grader", out_path, {"config": asdict(config), "reinitialised": reinitialised},
+                                log_every=config.log_every, higher_is_better=True)
     for step in range(1, config.spinenet_steps + 1):
         model.train()
         volumes, targets = spinenet_batch(data, rng.integers(len(data), size=config.batch_size), rng, augment)
@@ -234,13 +235,13 @@ def train_multiview(data: GradingData, val: GradingData, config: GradingConfig, 
     train_rows = np.flatnonzero((data.rsna >= 0).any(axis=1))
     val_rows = np.flatnonzero((val.rsna >= 0).any(axis=1))
     model = MultiViewGrader()
-    if initial_state is not None:
-        model.load_state_dict(initial_state)
+    reinitialised = start_from(model, initial_state)
     weights = [balanced_class_weights(data.rsna[train_rows, i], 3) for i in range(len(RSNA_CONDITIONS))]
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.multiview_learning_rate)
     schedule = warmup_cosine_schedule(optimiser, config.multiview_steps, config.warmup_steps)
     augment = intensity_augmentation() if config.augment else None
-    progress = TrainingProgress("rsna_grader", out_path, {"config": asdict(config)}, log_every=config.log_every, higher_is_better=True)
+    progress = TrainingProgress("rsna_grader", out_path, {"config": asdict(config), "reinitialised": reinitialised},
+                                log_every=config.log_every, higher_is_better=True)
     for step in range(1, config.multiview_steps + 1):
         model.train()
         chosen = train_rows[rng.integers(len(train_rows), size=config.batch_size)]
