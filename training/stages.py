@@ -46,8 +46,8 @@ def cache_folders(cache_study: Callable[..., Path | None], folders: Path | Seque
 
 def start_from(model: torch.nn.Module, state: dict | None) -> list[str]:
     """Load ``state`` (from :func:`initial_state`) into ``model``; returns the names of the tensors
-    left at their fresh initialisation because the architecture changed their shape (a layer that was
-    widened keeps the rest of the network's learned weights). ``None`` loads nothing.
+    left at their fresh initialisation because the architecture added them or changed their shape (a
+    layer that was widened keeps the rest of the network's learned weights). ``None`` loads nothing.
 
     Raises ``ValueError`` when ``state`` names a tensor ``model`` lacks, or when no tensor fits:
     those weights belong to another network.

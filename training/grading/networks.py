@@ -75,8 +75,8 @@ class SpineNetGrader(nn.Module):
     17; only upper: lower called in 12 → 13 of 13).
 
     Size (defaults): 3.79 M parameters (backbone 0.70 M, embedding 2.36 M, heads 0.73 M). On this
-    project's 2-core CPU one training step at batch 16 (bf16 autocast, Adam) takes about 0.8 s (the
-    shipped 2000-step run: 26 min); inference time is the ``disc_grader`` stage of ``python -m
+    project's 2-core CPU one training step at batch 16 (bf16 autocast, Adam) took about 0.8 s with the
+    earlier 0.59 M embedding (its first 2000-step run: 26 min); inference time is the ``disc_grader`` stage of ``python -m
     benchmarks``. SpineNetV2's ResNet32 is deeper and wider; this is
     an in-plane ResNet-18 layout at a quarter of its width (16 … 128 channels), sized so that it
     trains on 2 CPU cores.
