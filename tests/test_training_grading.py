@@ -32,7 +32,7 @@ from training.grading.cache import GradingData, cache_grading_study, truth_verte
 from training.grading.cli import main_stages
 from operators.core.grading_outputs import grading_slices
 from training.grading.networks import MultiViewGrader, SpineNetGrader, balanced_class_weights, balanced_cross_entropy, park_loss
-from training.grading.train import GradingConfig, multiview_logits, spinenet_logits, train_multiview, train_spinenet
+from training.grading.train import GradingConfig, multiview_logits, spinenet_batch, spinenet_logits, train_multiview, train_spinenet
 from training.stages import initial_state, start_from
 from training.synthetic.study import StudyConfig, generate_study
 
@@ -169,3 +169,29 @@ def test_a_reshaped_layer_starts_afresh_and_the_rest_keeps_its_weights() -> None
 def test_weights_of_another_network_are_refused() -> None:
     with pytest.raises(ValueError, match="do not belong to SpineNetGrader"):
         start_from(SpineNetGrader(), MultiViewGrader().state_dict())
+
+
+def test_a_disc_turned_head_to_feet_swaps_its_upper_and_lower_labels() -> None:
+    """The head–feet flip moves a finding to the other side of the disc, so the upper and lower
+    endplate and marrow labels must swap with it and every other grading stay."""
+    volume = np.zeros((1, 2, 9, 112, 224), dtype=np.float16)
+    volume[..., :40, :] = 1.0  # something above the disc only
+    names = list(SPINENET_GRADINGS)
+    gradings = np.zeros((1, len(names)), dtype=np.int64)
+    gradings[0, names.index("upper_endplate_defect")] = 1
+    gradings[0, names.index("lower_marrow_change")] = 1
+    gradings[0, names.index("pfirrmann")] = 3
+    data = GradingData(spinenet=volume, slices=np.zeros((1, MULTIVIEW_TOKENS, 112, 224), dtype=np.float16),
+                       tokens=np.zeros((1, MULTIVIEW_TOKENS, 3), dtype=np.int64), gradings=gradings,
+                       rsna=np.full((1, len(RSNA_CONDITIONS)), -1), levels=np.array(["L4/L5"]))
+    rng = np.random.default_rng(0)
+    kept, kept_target = spinenet_batch(data, np.array([0]), rng, lambda d: d, flip_probability=0.0)
+    turned, turned_target = spinenet_batch(data, np.array([0]), rng, lambda d: d, flip_probability=1.0)
+    # Rows well inside each half: the in-plane jitter moves them by up to 6.
+    assert kept[0, :, :, 10:30].min() == 1 and kept[0, :, :, 50:100].max() == 0
+    assert turned[0, :, :, 12:60].max() == 0 and turned[0, :, :, 80:100].min() == 1
+    assert torch.equal(kept_target, torch.as_tensor(gradings))
+    expected = dict(zip(names, turned_target[0].tolist()))
+    assert expected["lower_endplate_defect"] == 1 and expected["upper_endplate_defect"] == 0
+    assert expected["upper_marrow_change"] == 1 and expected["lower_marrow_change"] == 0
+    assert expected["pfirrmann"] == 3 and sum(expected.values()) == 5

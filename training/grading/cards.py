@@ -20,7 +20,8 @@ PURPOSE: dict[str, str] = {
         "stenosis 0–3, spondylolisthesis, upper/lower endplate defect, upper/lower marrow change, "
         "left/right foraminal stenosis, herniation. Channel 1 adds the sagittal T1 (the paper uses T2 only). "
         "The final feature maps are averaged across the disc only, keeping the 9 sagittal slices and the 4 "
-        "rows apart, so the paired left/right and upper/lower heads see where a finding lies."
+        "rows apart, so the paired left/right and upper/lower heads see where a finding lies; the embedding "
+        "and head layers use leaky ReLU (with ReLU most embedding units had stopped firing)."
     ),
     MULTIVIEW_MODEL: (
         "Multi-view, multi-sequence RSNA 2024 grader (Park et al. §2): a shared 2D slice encoder over "
@@ -39,8 +40,10 @@ TRAINING_DATA = (
     "studies without axial). Discs were framed from the true vertebrae moved by N(0, 1.5 mm) per axis "
     "(the detector's localisation error). Evaluation studies use seeds from 930000. No patient data. "
     "Both graders were trained from scratch on the first 240 (150000–150239), then fine-tuned "
-    "(`--init-models`) on all 480; the disc grader was fine-tuned once more on the 480 when its "
-    "embedding began keeping the row axis (README, Training and evaluating the disc graders)."
+    "(`--init-models`) on all 480; the disc grader was fine-tuned on the 480 three times more: when its "
+    "embedding began keeping the row axis, with discs turned head to feet (upper and lower labels swapped) "
+    "added to the augmentation, and when its embedding and heads changed from ReLU to leaky ReLU "
+    "(README, Training and evaluating the disc graders)."
 )
 
 
@@ -64,7 +67,7 @@ def _training_flags(name: str, training: dict[str, Any]) -> str:
     start = training.get("initialised_from")
     if start is not None:
         flags += (f" --init-models M --{prefix}-learning-rate {config[f'{prefix}_learning_rate']}"
-                  f" (M: the earlier release, {start['file']} sha256 {start['sha256']}")
+                  f" (M: the models folder it started from, {start['file']} sha256 {start['sha256']}")
         afresh = training.get("reinitialised")
         flags += f"; started afresh, as the layout changed: {', '.join(afresh)})" if afresh else ")"
     return flags

@@ -2,7 +2,7 @@
 
 * SpineNetV2 grader (SpineNetV2 §4.4.3): balanced (class-weighted) cross-entropy per grading head,
   Adam; augmentation by in-plane jitter, ±1-slice shift, left–right flip (the foraminal labels swap),
-  intensity changes (MONAI, :func:`training.augment.intensity_augmentation`) and noise. Validation:
+  head–feet flip (the upper and lower endplate and marrow labels swap), intensity changes (MONAI, :func:`training.augment.intensity_augmentation`) and noise. Validation:
   mean balanced accuracy over the eleven gradings; the best checkpoint is kept.
 * Multi-view RSNA grader (Park §2, §4.2): 0.8 × mean class-weighted cross-entropy over the five
   conditions + 0.2 × level cross-entropy, AdamW with linear warm-up and cosine decay; augmentation
@@ -42,6 +42,10 @@ _CONDITION_MIRROR = {
     "right_subarticular_stenosis": "left_subarticular_stenosis",
 }
 GRADING_MIRROR_ORDER = np.array([list(SPINENET_GRADINGS).index(_GRADING_MIRROR.get(n, n)) for n in SPINENET_GRADINGS])
+#: SPINENET_GRADINGS names whose upper and lower versions swap when a disc volume is turned head to feet.
+_GRADING_FLIP = {f"{a}_{finding}": f"{b}_{finding}" for finding in ("endplate_defect", "marrow_change")
+                 for a, b in (("upper", "lower"), ("lower", "upper"))}
+GRADING_FLIP_ORDER = np.array([list(SPINENET_GRADINGS).index(_GRADING_FLIP.get(n, n)) for n in SPINENET_GRADINGS])
 CONDITION_MIRROR_ORDER = np.array([RSNA_CONDITIONS.index(_CONDITION_MIRROR.get(c, c)) for c in RSNA_CONDITIONS])
 
 
@@ -63,6 +67,10 @@ class GradingConfig:
     log_every: int = 25
     #: Off only for smoke tests that check a few steps can fit a handful of discs.
     augment: bool = True
+    #: Probability that a training disc is turned head to feet with its upper and lower labels swapped
+    #: (SpineNetV2 grader): the same endplate defect or marrow change is then seen on both sides of the
+    #: disc under both labels, so the paired heads must learn which side it is on.
+    head_feet_flip: float = 0.5
     seed: int = 0
 
 
@@ -88,8 +96,10 @@ def _augment_intensity(volume: np.ndarray, augment: Callable) -> np.ndarray:
     return np.asarray(augment({"image": volume})["image"], dtype=np.float32)
 
 
-def spinenet_batch(data: GradingData, chosen: np.ndarray, rng: np.random.Generator, augment: Callable | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, 2, 9, 112, 224) inputs and (B, 11) targets; augmented when ``augment`` is given."""
+def spinenet_batch(data: GradingData, chosen: np.ndarray, rng: np.random.Generator, augment: Callable | None,
+                   flip_probability: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, 2, 9, 112, 224) inputs and (B, 11) targets; augmented when ``augment`` is given, each disc
+    turned head to feet (upper and lower labels swapped) with ``flip_probability``."""
     volumes, targets = [], []
     for index in chosen:
         volume = data.spinenet[index].astype(np.float32)
@@ -98,6 +108,9 @@ def spinenet_batch(data: GradingData, chosen: np.ndarray, rng: np.random.Generat
             if rng.random() < 0.5:  # mirror left-right: slice order runs patient right → left
                 volume = volume[:, ::-1]
                 target = target[GRADING_MIRROR_ORDER]
+            if rng.random() < flip_probability:  # head ↔ feet: the same finding, on the other side of the disc
+                volume = volume[:, :, ::-1]
+                target = target[GRADING_FLIP_ORDER]
             volume = np.roll(volume, int(rng.integers(-1, 2)), axis=1)
             volume = np.roll(volume, tuple(int(s) for s in rng.integers(-6, 7, size=2)), axis=(2, 3))
             present = [c for c in range(volume.shape[0]) if volume[c].any()]
@@ -208,7 +221,8 @@ def train_spinenet(data: GradingData, val: GradingData, config: GradingConfig, o
                                 log_every=config.log_every, higher_is_better=True)
     for step in range(1, config.spinenet_steps + 1):
         model.train()
-        volumes, targets = spinenet_batch(data, rng.integers(len(data), size=config.batch_size), rng, augment)
+        volumes, targets = spinenet_batch(data, rng.integers(len(data), size=config.batch_size), rng, augment,
+                                          config.head_feet_flip if config.augment else 0.0)
         with training_autocast():
             logits = model(volumes)
         loss = balanced_cross_entropy(logits.float(), targets, weights)
