@@ -600,10 +600,14 @@ def test_of_two_weak_detections_in_the_room_of_one_body_the_one_off_its_middle_i
     assert squeezed_between_bodies(fused) == []
 
 
-def _rated(levels: list[str]) -> np.ndarray:
-    """(n, 23) refined probabilities with 0.9 on each named level."""
-    probabilities = np.full((len(levels), len(LABELLER_CLASSES)), 0.1 / (len(LABELLER_CLASSES) - 1))
-    probabilities[np.arange(len(levels)), [LABELLER_CLASSES.index(level) for level in levels]] = 0.9
+def _rated(levels: list[str], confidences: list[float] | None = None) -> np.ndarray:
+    """(n, 23) refined probabilities with ``confidences`` (default 0.9 each) on the named levels and
+    the rest spread evenly over the other classes."""
+    confidences = [0.9] * len(levels) if confidences is None else confidences
+    probabilities = np.empty((len(levels), len(LABELLER_CLASSES)))
+    for row, (level, confidence) in enumerate(zip(levels, confidences)):
+        probabilities[row] = (1.0 - confidence) / (len(LABELLER_CLASSES) - 1)
+        probabilities[row, LABELLER_CLASSES.index(level)] = confidence
     return probabilities
 
 
@@ -630,6 +634,23 @@ def test_bodies_below_the_lumbosacral_junction_are_sacrum_whatever_rated_unless_
     # Only the sacrum at the top of the view: the junction has nothing above it.
     assert without_sacral_segments(_rated(["L5", "L4", "L3", "L2", "S1", "S1"]), bodies) == list(range(6))
     assert without_sacral_segments(_rated(["L5", "L4", "L3", "L2", "L1", "S1"]), bodies) == list(range(6))
+
+
+def test_a_confident_junction_outweighs_doubtful_ratings_of_the_segments_below_it() -> None:
+    """Generated lumbar studies 835006 and 835019: S1 and the L5 above it rated 1.00, the sacral
+    segments below them L4 or L5 at 0.4-0.5 (or S1 over L4, a second junction); labelling the segments
+    named the true S1 L3 and every body above it three levels too high."""
+    bodies = fuse_series([[vertebra("t2", z, 0.7) for z in (0.0, 20.0, 40.0, 62.0, 96.0, 130.0, 164.0)]],
+                         lambda uid, point: True)
+    # A doubtful lumbar rating below the junction no longer makes every body labelled.
+    assert without_sacral_segments(
+        _rated(["L5", "T4", "L5", "S1", "L5", "L4", "L3"], [0.38, 0.67, 0.45, 1.0, 1.0, 1.0, 1.0]), bodies) == [3, 4, 5, 6]
+    # Of two junctions the more confident one is the lumbosacral junction.
+    assert without_sacral_segments(
+        _rated(["S1", "L4", "L4", "S1", "L5", "L4", "L3"], [0.61, 0.52, 0.43, 1.0, 1.0, 1.0, 1.0]), bodies) == [3, 4, 5, 6]
+    # A lumbar rating below the junction as confident as the junction still contradicts it.
+    assert without_sacral_segments(
+        _rated(["L5", "T4", "L5", "S1", "L5", "L4", "L3"], [0.38, 0.67, 0.95, 0.9, 0.9, 1.0, 1.0]), bodies) == list(range(7))
 
 
 def _column(bend_deg: list[float], step_mm: float = 32.0) -> list[tuple[float, float]]:

@@ -148,14 +148,19 @@ def without_sacral_segments(probabilities: np.ndarray, vertebrae: Sequence[Fused
     bodies and are sometimes detected. The paper's double-S1 rule covers one such body; this covers
     any number.
 
-    The lumbosacral junction is the lowest S1-rated body with a lumbar-rated body, or none, directly
-    above it. Only sacrum and coccyx lie below it, so every body there is left out whatever it is
-    rated: S1, or thoracic or cervical, an appearance the network never learnt (on generated studies
-    the context network rated such segments T1 or C7, and labelling them shifted every level above).
-    The lowest body is left out even when rated lumbar: at the bottom edge of the field of view the
-    context network has no column below to read a level from (three segments below S1, the lowest
-    rated L5, on generated studies). Any other lumbar-rated body below the junction contradicts it;
-    then every body is labelled and the beam search weighs the two readings.
+    The lumbosacral junction is an S1-rated body with a lumbar-rated body, or none, directly above
+    it; where several qualify, the one rated most confidently (its S1 probability times the lumbar
+    probability of the body above). Only sacrum and coccyx lie below it, so every body there is left
+    out whatever it is rated: S1, or thoracic or cervical, an appearance the network never learnt (on
+    generated studies the context network rated such segments T1 or C7, and labelling them shifted
+    every level above). The lowest body is left out even when rated lumbar: at the bottom edge of the
+    field of view the context network has no column below to read a level from (three segments below
+    S1, the lowest rated L5, on generated studies). Any other body below the junction rated lumbar at
+    least as confidently as the junction contradicts it; then every body is labelled and the beam
+    search weighs the two readings. A less confident lumbar rating there is a sacral segment's: on
+    generated lumbar studies (seeds 835000–835024) segments below an S1 and L5 rated 1.00 were rated
+    L4 or L5 at 0.4–0.5, or formed a second S1-below-L4 junction, and labelling them moved every
+    level up by three.
 
     Of the bodies left out, S1 is kept back: the most confidently detected one level with the
     junction (within half a body height; the ala sits beside S1, not above it).
@@ -165,12 +170,18 @@ def without_sacral_segments(probabilities: np.ndarray, vertebrae: Sequence[Fused
         vertebrae: the n fused bodies in the same order.
     """
     rated = [LABELLER_CLASSES[c] for c in np.argmax(probabilities, axis=1)]
+    lumbar = probabilities[:, [LABELLER_CLASSES.index(level) for level in LUMBAR]].sum(axis=1)
+    s1 = probabilities[:, LABELLER_CLASSES.index("S1")]
     everything = list(range(len(vertebrae)))
-    junctions = [k for k, level in enumerate(rated) if level == "S1" and (k + 1 == len(rated) or rated[k + 1] in LUMBAR)]
-    if not junctions or junctions[0] == 0:
+    confidence = {k: float(s1[k] * (lumbar[k + 1] if k + 1 < len(rated) else 1.0))
+                  for k, level in enumerate(rated) if level == "S1" and (k + 1 == len(rated) or rated[k + 1] in LUMBAR)}
+    if not confidence:
         return everything
-    run = junctions[0] + 1
-    if any(rated[i] in LUMBAR for i in range(1, run)):
+    junction = max(confidence, key=lambda k: (confidence[k], -k))  # a tie goes to the lower
+    if junction == 0:
+        return everything
+    run = junction + 1
+    if any(rated[i] in LUMBAR and lumbar[i] >= confidence[junction] for i in range(1, run)):
         return everything
     top = vertebrae[run - 1]
     level_with_top = [i for i in range(run) if vertebrae[i].centroid_mm[2] >= top.centroid_mm[2] - 0.5 * top.height_mm]
