@@ -130,7 +130,7 @@ def _log(x: float) -> float:
     return math.log(x) if x > 0 else -math.inf
 
 
-def _brute_force(probs: np.ndarray, skip: float, transitional: float) -> float:
+def _brute_force(probs: np.ndarray, skip: float, transitional: float, touching: tuple[bool, ...] = ()) -> float:
     """Best log score over every class sequence, scoring the documented rules one by one."""
     best = -math.inf
     for classes in itertools.product(range(N_CLASSES), repeat=len(probs)):
@@ -140,6 +140,8 @@ def _brute_force(probs: np.ndarray, skip: float, transitional: float) -> float:
             below, above = classes[k - 1], classes[k]
             if above < below:
                 gap = below - above - 1
+                if gap and touching and touching[k - 1]:
+                    score = -math.inf
                 score += gap * _log(skip) if gap else 0.0
             elif above == below and (k < 2 or classes[k - 2] != below):
                 if below in (IDX["S1"], IDX["C3"]):
@@ -391,11 +393,14 @@ def test_a_clean_sequence_is_recovered(top, length, seed, p_true) -> None:
     skip=st.sampled_from([0.0, 0.05, 0.5]),
     transitional=st.sampled_from([0.0, 0.02, 1.0]),
     spread=st.floats(0.5, 8.0),
+    touching_bits=st.integers(0, 3),
 )
-def test_beam_search_finds_the_exhaustive_optimum(n, seed, skip, transitional, spread) -> None:
+def test_beam_search_finds_the_exhaustive_optimum(n, seed, skip, transitional, spread, touching_bits) -> None:
     probs = softmax(np.random.default_rng(seed).normal(size=(n, N_CLASSES)) * spread, axis=1)
-    expected = _brute_force(probs, skip, transitional)
-    result = beam_search_levels(probs, skip_penalty=skip, transitional_penalty=transitional)
+    touching = tuple(bool(touching_bits >> k & 1) for k in range(n - 1))
+    expected = _brute_force(probs, skip, transitional, touching)
+    result = beam_search_levels(probs, touching=np.array(touching, dtype=bool), skip_penalty=skip,
+                                transitional_penalty=transitional)
     assert result.log_score == pytest.approx(expected, rel=1e-9, abs=1e-9)
     assert _is_valid(result.levels)
 
@@ -410,6 +415,21 @@ def test_a_missed_detection_costs_the_skip_penalty() -> None:
     assert two_missed.levels == ("S1", "L5", "L2")
     assert two_missed.log_score == pytest.approx(3 * math.log(0.99) + 2 * math.log(0.05))
     assert beam_search_levels(_rows(["S1", "L5", "L2"], p_true=0.9)).levels == ("S1", "L5", "L4")
+
+
+def test_no_level_is_skipped_between_touching_bodies() -> None:
+    """Generated study 835024: the context network read the upper bodies one level too high and the
+    lower ones right, and the search skipped L1 between two touching bodies to keep both readings."""
+    probs = _rows(["S1", "L5", "L4", "L3", "L2", "T12", "T11", "T10"], p_true=0.99)
+    assert beam_search_levels(probs).levels == ("S1", "L5", "L4", "L3", "L2", "T12", "T11", "T10")
+    touching = np.ones(len(probs) - 1, dtype=bool)
+    labelled = beam_search_levels(probs, touching=touching).levels
+    assert labelled in (("S1", "L5", "L4", "L3", "L2", "L1", "T12", "T11"), ("L4", "L3", "L2", "L1", "T12", "T11", "T10", "T9"))
+    # Where the two bodies are apart (room for the missed one), the skip stays allowed.
+    touching[4] = False
+    assert beam_search_levels(probs, touching=touching).levels == ("S1", "L5", "L4", "L3", "L2", "T12", "T11", "T10")
+    with pytest.raises(ValueError, match="one entry per pair"):
+        beam_search_levels(probs, touching=touching[:-1])
 
 
 def test_context_fills_in_an_ambiguous_detection() -> None:

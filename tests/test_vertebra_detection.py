@@ -33,6 +33,7 @@ from operators.core.vertebra_detection import (
     SliceQuad,
     Vertebra3D,
     decode_slice,
+    far_from_column,
     fuse_series,
     joined_per_series,
     lateral_sweep,
@@ -48,6 +49,7 @@ from operators.core.vertebra_detection import (
     squeezed_between_bodies,
     tile_origins,
     tile_shape,
+    touching_neighbours,
     track_across_slices,
     vector_mask,
 )
@@ -673,6 +675,27 @@ def test_a_detection_beside_the_column_between_two_touching_bodies_is_off_column
     assert off_column(fuse_series([[*gapped, vertebra("t2", 64.0, 0.4, y=-40.0)]], lambda uid, point: True)) == []
     # The end detections have one neighbour only.
     assert off_column(fuse_series([[*column, vertebra("t2", 200.0, 0.4, y=-80.0)]], lambda uid, point: True)) == []
+
+
+def test_bodies_a_missed_level_apart_are_not_touching() -> None:
+    fused = fuse_series([[vertebra("t2", z) for z in (0.0, 32.0, 96.0, 128.0)]], lambda uid, point: True)
+    assert touching_neighbours(fused).tolist() == [True, False, True]
+
+
+def test_two_strays_far_in_front_of_the_column_are_far_from_it_and_a_curved_column_is_not() -> None:
+    """Generated lumbar study 835022: two detections 170-180 mm in front of the column, ordered next
+    to each other, were each other's neighbour, so neither lay between two touching bodies; they took
+    T8 and T9 and named the true T9 T7."""
+    column = [vertebra("t2", z, y=y) for y, z in _column([0.0, 8.0, 8.0, 8.0, 8.0, 8.0, 8.0, 8.0])]
+    strays = [vertebra("t2", 60.0, 0.5, y=-180.0), vertebra("t2", 85.0, 0.5, y=-165.0)]
+    fused = fuse_series([[*column, *strays]], lambda uid, point: True)
+    assert sorted(fused[i].centroid_mm[1] for i in far_from_column(fused)) == [-180.0, -165.0]
+    assert off_column(fused) == []  # what let them through before
+    # A column bending 8° at every body (a strong kyphosis) stays whole, also with a body missing at
+    # its end; three detections are too few to tell the column from a stray.
+    assert far_from_column(fuse_series([column], lambda uid, point: True)) == []
+    assert far_from_column(fuse_series([[*column[:-2], column[-1]]], lambda uid, point: True)) == []
+    assert far_from_column(fuse_series([[*column[:2], strays[0]]], lambda uid, point: True)) == []
 
 
 def test_a_weak_detection_squeezed_between_two_touching_bodies_is_dropped_and_the_bodies_stay() -> None:

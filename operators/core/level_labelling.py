@@ -413,6 +413,7 @@ def _room_above(transitional_allowed: bool) -> np.ndarray:
 def beam_search_levels(
     probabilities: np.ndarray,
     *,
+    touching: np.ndarray | None = None,
     beam_width: int = 100,
     skip_penalty: float = 0.05,
     transitional_penalty: float = TRANSITIONAL_PENALTY,
@@ -428,7 +429,9 @@ def beam_search_levels(
     * a second L5 directly above an L5 (the lower is ``"L6"``) or a second T12 directly above a
       T12 (the lower is ``"T13"``): × ``transitional_penalty``, at most one per sequence;
     * no class appears three times in a row;
-    * skipping ``k`` levels between neighbours (a missed detection): × ``skip_penalty ** k``.
+    * skipping ``k`` levels between neighbours (a missed detection): × ``skip_penalty ** k``, and
+      never between two detections marked ``touching`` (no body fits between them, so none can
+      have been missed there).
 
     Hypotheses are recombined: two partial sequences ending in the same state (last class,
     whether it was just doubled, whether a transitional vertebra was used) have identical
@@ -442,6 +445,12 @@ def beam_search_levels(
             cranial (row 0 the lowest); usually ``P'`` read at :func:`detection_bins`.
             Probabilities are floored at 1e-30 before taking logs, so that a class the network
             rules out is very unlikely rather than impossible.
+        touching: ``(n - 1,)`` bool, optional: entry ``i`` marks detections ``i`` and ``i + 1`` as
+            touching bodies (:func:`~operators.core.vertebra_detection.touching_neighbours`).
+            SpineNetV2's search prices a missed level the same wherever it falls; with sharp
+            context probabilities that let it skip a level between two touching bodies to keep both
+            halves of a study at their own confident reading (generated study 835024: T12 → L2 over
+            the true L1, every level above one too high).
         beam_width: hypotheses kept per step (≥ 1).
         skip_penalty, transitional_penalty: multiplicative penalties in ``[0, 1]`` (0 forbids).
 
@@ -462,6 +471,8 @@ def beam_search_levels(
     if not (0.0 <= skip_penalty <= 1.0 and 0.0 <= transitional_penalty <= 1.0):
         raise ValueError("penalties must lie in [0, 1]")
     n = probs.shape[0]
+    if touching is not None and np.shape(touching) != (max(n - 1, 0),):
+        raise ValueError(f"touching must have one entry per pair of neighbours ({max(n - 1, 0)}), got shape {np.shape(touching)}")
     if n == 0:
         return LabelSequence((), (), 0.0)
     room = _room_above(transitional_penalty > 0)
@@ -477,6 +488,8 @@ def beam_search_levels(
     gap = c_from - c_to - 1
     with np.errstate(invalid="ignore"):  # 0 * -inf for adjacent classes when skip_penalty == 0
         step = np.where(gap >= 0, np.where(gap > 0, gap * log_skip, 0.0), -np.inf)
+    step_without_skip = np.where(gap == 0, 0.0, -np.inf)
+    steps = [step_without_skip if touching is not None and touching[i - 1] else step for i in range(1, n)]
 
     def prune(scores: np.ndarray, remaining: int) -> None:
         scores[room < remaining] = -np.inf
@@ -496,7 +509,7 @@ def beam_search_levels(
             # Decreasing class: from (c, any d, t) to (c2, 0, t).
             best_d = np.argmax(scores[:, :, t], axis=1)  # (23,)
             best = scores[np.arange(N_CLASSES), best_d, t]
-            candidates = best[:, None] + step  # (from, to)
+            candidates = best[:, None] + steps[i - 1]  # (from, to)
             c_best = np.argmax(candidates, axis=0)
             new[:, 0, t] = candidates[c_best, np.arange(N_CLASSES)] + log_p[i]
             parent[:, 0, t] = np.ravel_multi_index((c_best, best_d[c_best], np.full(N_CLASSES, t)), scores.shape)

@@ -881,6 +881,23 @@ def _between_consecutive(vertebrae: Sequence[FusedVertebra]) -> Iterator[tuple[i
         yield i, _segment_offset(sagittal[i], below, above)[1] / height
 
 
+#: Two neighbours are touching bodies when closer than this × their mean height. Stricter than
+#: :data:`CONSECUTIVE_HEIGHTS`: detected corners overstate small bodies' heights by a few mm, and at
+#: 1.8 the cervicothoracic neighbours of a missed body counted as touching on generated whole spines.
+TOUCHING_HEIGHTS: float = 1.5
+
+
+def touching_neighbours(vertebrae: Sequence[FusedVertebra]) -> np.ndarray:
+    """``(n - 1,)`` bool: whether each pair of neighbours (``vertebrae`` caudal → cranial) are
+    touching bodies, closer in the sagittal plane than :data:`TOUCHING_HEIGHTS` × their mean
+    height, so that no body fits between them (adjacent centroids are ~1.2-1.4 heights apart, one
+    body missing leaves 2.4-2.8)."""
+    sagittal = np.array([np.asarray(v.centroid_mm)[1:] for v in vertebrae]).reshape(-1, 2)
+    heights = np.array([v.height_mm for v in vertebrae])
+    spacing = np.linalg.norm(np.diff(sagittal, axis=0), axis=1)
+    return spacing < TOUCHING_HEIGHTS * 0.5 * (heights[:-1] + heights[1:])
+
+
 def off_column(vertebrae: Sequence[FusedVertebra]) -> list[int]:
     """Indices of detections (``vertebrae`` caudal → cranial, as :func:`fuse_series` returns them)
     lying beside the column between two touching bodies.
@@ -892,6 +909,42 @@ def off_column(vertebrae: Sequence[FusedVertebra]) -> list[int]:
     level and shifts every level on one side of it.
     """
     return [i for i, off_axis in _between_consecutive(vertebrae) if off_axis > OFF_COLUMN_HEIGHTS]
+
+
+#: A detection lies far from the column when its second-nearest other detection (in the sagittal
+#: plane) is more than this × the median height of its three nearest in front of or behind it (LPS y).
+#: On the column that neighbour is the body's other neighbour, above or below it, a few mm off in y
+#: even in a strong kyphosis; the bowel or abdominal wall a lumbar view shows lies 100-200 mm (4-8
+#: heights) in front of it. Front-to-back only: a true body left alone by missed neighbours lies far
+#: from the rest along the column, not across it (judging the full distance dropped such bodies from
+#: STIR-only cervical and whole-spine studies).
+FAR_FROM_COLUMN_HEIGHTS: float = 5.0
+
+
+def far_from_column(vertebrae: Sequence[FusedVertebra]) -> list[int]:
+    """Indices of detections far in front of or behind the spinal column.
+
+    :func:`off_column` judges a detection against the two neighbours it is ordered between, so it
+    misses strays that come in twos (generated lumbar study 835022: two detections 170-180 mm in front
+    of the column, ordered next to each other, took T8 and T9 and named the true T9 T7). A body of the
+    column has a neighbour above and one below, or one at an end of the view; a detection whose
+    second-nearest other detection, in the sagittal plane (y, z), lies more than
+    :data:`FAR_FROM_COLUMN_HEIGHTS` × the median height of its three nearest in front of or behind
+    it is not a vertebral body. Needs at least four detections (fewer give no column to judge
+    against).
+    """
+    if len(vertebrae) < 4:
+        return []
+    sagittal = np.array([np.asarray(v.centroid_mm)[1:] for v in vertebrae])
+    heights = np.array([v.height_mm for v in vertebrae])
+    far = []
+    for i in range(len(vertebrae)):
+        distances = np.linalg.norm(sagittal - sagittal[i], axis=1)
+        distances[i] = np.inf
+        nearest = np.argsort(distances, kind="stable")[:3]
+        if abs(sagittal[nearest[1], 0] - sagittal[i, 0]) > FAR_FROM_COLUMN_HEIGHTS * float(np.median(heights[nearest])):
+            far.append(i)
+    return far
 
 
 #: Two weak detections share the room of one body when their outer neighbours are closer than this

@@ -39,6 +39,7 @@ from operators.core.vertebra_detection import (
     SliceQuad,
     Vertebra3D,
     decode_slice,
+    far_from_column,
     fuse_series,
     joined_per_series,
     lateral_sweep,
@@ -49,6 +50,7 @@ from operators.core.vertebra_detection import (
     resample_to_grid,
     slice_grid,
     squeezed_between_bodies,
+    touching_neighbours,
     track_across_slices,
 )
 
@@ -194,8 +196,9 @@ def label_vertebrae(
 ) -> tuple[list[LabelledVertebra], list[StudyWarning]]:
     """Levels of the fused bodies (caudal → cranial input order) by appearance, context and beam search.
 
-    Detections beside the column (:func:`~operators.core.vertebra_detection.off_column`), then
-    fragments squeezed between two touching bodies
+    Detections far in front of or behind the column
+    (:func:`~operators.core.vertebra_detection.far_from_column`), then beside it between two touching
+    bodies (:func:`~operators.core.vertebra_detection.off_column`), then fragments squeezed between two touching bodies
     (:func:`~operators.core.vertebra_detection.squeezed_between_bodies`), are dropped first. Returns
     the labelled bodies (sacral segments below S1 dropped, :func:`without_sacral_segments`) and
     warnings (detections dropped, a body count too small to label with confidence).
@@ -205,6 +208,7 @@ def label_vertebrae(
     warnings = []
     # Applied in turn: a stray beside the column must not count as a squeezed fragment's neighbour.
     for impossible, code, what in (
+        (far_from_column, "OFF_COLUMN_DETECTION", "lying far in front of or behind the spinal column"),
         (off_column, "OFF_COLUMN_DETECTION", "lying beside the spinal column between two touching bodies"),
         (squeezed_between_bodies, "DUPLICATE_DETECTION",
          "on the column where no further body fits and less confident than the bodies around them "
@@ -230,7 +234,7 @@ def label_vertebrae(
     refined = temperature_softmax(refined_logits.T, temperature=1.0)
     bins = detection_bins(height_map, np.array([v.centroid_mm[2] for v in vertebrae]))
     kept = without_sacral_segments(refined[bins], vertebrae)
-    sequence = beam_search_levels(refined[bins][kept])
+    sequence = beam_search_levels(refined[bins][kept], touching=touching_neighbours([vertebrae[i] for i in kept]))
     labelled = [
         LabelledVertebra(level, float(probability), vertebrae[index])
         for level, probability, index in zip(sequence.levels, sequence.probabilities, kept)
