@@ -471,8 +471,9 @@ def beam_search_levels(
     if not (0.0 <= skip_penalty <= 1.0 and 0.0 <= transitional_penalty <= 1.0):
         raise ValueError("penalties must lie in [0, 1]")
     n = probs.shape[0]
-    if touching is not None and np.shape(touching) != (max(n - 1, 0),):
-        raise ValueError(f"touching must have one entry per pair of neighbours ({max(n - 1, 0)}), got shape {np.shape(touching)}")
+    pairs = max(n - 1, 0)
+    if touching is not None and np.shape(touching) != (pairs,):
+        raise ValueError(f"touching must have one entry per pair of neighbours ({pairs}), got shape {np.shape(touching)}")
     if n == 0:
         return LabelSequence((), (), 0.0)
     room = _room_above(transitional_penalty > 0)

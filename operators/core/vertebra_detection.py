@@ -857,6 +857,12 @@ OFF_COLUMN_HEIGHTS: float = 1.0
 CONSECUTIVE_HEIGHTS: float = 1.8
 
 
+def _sagittal_centroids(vertebrae: Sequence[FusedVertebra]) -> np.ndarray:
+    """``(n, 2)`` centroids in the patient's sagittal plane (LPS y, z), mm: where the column's rules
+    measure distances, since the sagittal series image the column there."""
+    return np.array([np.asarray(v.centroid_mm)[1:] for v in vertebrae]).reshape(-1, 2)
+
+
 def _segment_offset(point: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> tuple[float, float]:
     """``(along, distance)`` of a sagittal (y, z) ``point`` relative to the segment ``lower`` →
     ``upper``: where its projection falls (0 at ``lower``, 1 at ``upper``, unclipped) and its
@@ -872,7 +878,7 @@ def _between_consecutive(vertebrae: Sequence[FusedVertebra]) -> Iterator[tuple[i
     between them): its distance from the segment joining them in units of that height. Distances
     are taken in the sagittal plane (y, z), where the series image the column. The end detections
     have only one neighbour and are never yielded."""
-    sagittal = np.array([np.asarray(v.centroid_mm)[1:] for v in vertebrae]).reshape(-1, 2)
+    sagittal = _sagittal_centroids(vertebrae)
     for i in range(1, len(vertebrae) - 1):
         below, above = sagittal[i - 1], sagittal[i + 1]
         height = 0.5 * (vertebrae[i - 1].height_mm + vertebrae[i + 1].height_mm)
@@ -892,7 +898,7 @@ def touching_neighbours(vertebrae: Sequence[FusedVertebra]) -> np.ndarray:
     touching bodies, closer in the sagittal plane than :data:`TOUCHING_HEIGHTS` × their mean
     height, so that no body fits between them (adjacent centroids are ~1.2-1.4 heights apart, one
     body missing leaves 2.4-2.8)."""
-    sagittal = np.array([np.asarray(v.centroid_mm)[1:] for v in vertebrae]).reshape(-1, 2)
+    sagittal = _sagittal_centroids(vertebrae)
     heights = np.array([v.height_mm for v in vertebrae])
     spacing = np.linalg.norm(np.diff(sagittal, axis=0), axis=1)
     return spacing < TOUCHING_HEIGHTS * 0.5 * (heights[:-1] + heights[1:])
@@ -935,14 +941,15 @@ def far_from_column(vertebrae: Sequence[FusedVertebra]) -> list[int]:
     """
     if len(vertebrae) < 4:
         return []
-    sagittal = np.array([np.asarray(v.centroid_mm)[1:] for v in vertebrae])
+    sagittal = _sagittal_centroids(vertebrae)
     heights = np.array([v.height_mm for v in vertebrae])
     far = []
     for i in range(len(vertebrae)):
         distances = np.linalg.norm(sagittal - sagittal[i], axis=1)
         distances[i] = np.inf
         nearest = np.argsort(distances, kind="stable")[:3]
-        if abs(sagittal[nearest[1], 0] - sagittal[i, 0]) > FAR_FROM_COLUMN_HEIGHTS * float(np.median(heights[nearest])):
+        front_to_back_mm = abs(sagittal[nearest[1], 0] - sagittal[i, 0])
+        if front_to_back_mm > FAR_FROM_COLUMN_HEIGHTS * float(np.median(heights[nearest])):
             far.append(i)
     return far
 
@@ -964,7 +971,7 @@ def _one_body_for_two(column: Sequence[FusedVertebra]) -> Iterator[int]:
     (:data:`ONE_BODY_ROOM_HEIGHTS`) between two bodies more confident than both, and both on the
     column (within :data:`OFF_COLUMN_HEIGHTS` of the segment joining those bodies). The one farther
     from the segment's middle, where the body lies, is the second detection."""
-    sagittal = np.array([np.asarray(v.centroid_mm)[1:] for v in column]).reshape(-1, 2)
+    sagittal = _sagittal_centroids(column)
     for j in range(1, len(column) - 2):
         below, above = column[j - 1], column[j + 2]
         height = 0.5 * (below.height_mm + above.height_mm)

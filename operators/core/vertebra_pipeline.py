@@ -198,10 +198,11 @@ def label_vertebrae(
 
     Detections far in front of or behind the column
     (:func:`~operators.core.vertebra_detection.far_from_column`), then beside it between two touching
-    bodies (:func:`~operators.core.vertebra_detection.off_column`), then fragments squeezed between two touching bodies
-    (:func:`~operators.core.vertebra_detection.squeezed_between_bodies`), are dropped first. Returns
-    the labelled bodies (sacral segments below S1 dropped, :func:`without_sacral_segments`) and
-    warnings (detections dropped, a body count too small to label with confidence).
+    bodies (:func:`~operators.core.vertebra_detection.off_column`), then fragments squeezed between
+    two touching bodies (:func:`~operators.core.vertebra_detection.squeezed_between_bodies`), are
+    dropped first. Returns the labelled bodies (sacral segments below S1 dropped,
+    :func:`without_sacral_segments`) and warnings (detections dropped, a body count too small to
+    label with confidence).
     """
     if not vertebrae:
         return [], []

@@ -84,9 +84,9 @@ class SpineNetGrader(nn.Module):
     17; only upper: lower called in 12 → 13 of 13).
 
     Size (defaults): 3.79 M parameters (backbone 0.70 M, embedding 2.36 M, heads 0.73 M). On this
-    project's 2-core CPU one training step at batch 16 (bf16 autocast, Adam) takes about 0.35 s with
-    nothing else running (2000 steps in 11-12 min); inference time is the ``disc_grader`` stage of
-    ``python -m benchmarks``. SpineNetV2's ResNet32 is deeper and wider; this is
+    project's 2-core CPU one training step at batch 16 (bf16 autocast, Adam) takes about 0.37 s with
+    nothing else running (the 2000-step leaky-ReLU run, validation included: 12.3 min); inference
+    time is the ``disc_grader`` stage of ``python -m benchmarks``. SpineNetV2's ResNet32 is deeper and wider; this is
     an in-plane ResNet-18 layout at a quarter of its width (16 … 128 channels), sized so that it
     trains on 2 CPU cores.
     """

@@ -2,8 +2,9 @@
 
 * SpineNetV2 grader (SpineNetV2 §4.4.3): balanced (class-weighted) cross-entropy per grading head,
   Adam; augmentation by in-plane jitter, ±1-slice shift, left–right flip (the foraminal labels swap),
-  head–feet flip (the upper and lower endplate and marrow labels swap), intensity changes (MONAI, :func:`training.augment.intensity_augmentation`) and noise. Validation:
-  mean balanced accuracy over the eleven gradings; the best checkpoint is kept.
+  head–feet flip (the upper and lower endplate and marrow labels swap), intensity changes (MONAI,
+  :func:`training.augment.intensity_augmentation`) and noise. Validation: mean balanced accuracy over
+  the eleven gradings; the best checkpoint is kept.
 * Multi-view RSNA grader (Park §2, §4.2): 0.8 × mean class-weighted cross-entropy over the five
   conditions + 0.2 × level cross-entropy, AdamW with linear warm-up and cosine decay; augmentation
   by ±2-slice shift, left–right flip (sagittal slice order reversed, axial mirrored, left/right
@@ -222,7 +223,7 @@ def train_spinenet(data: GradingData, val: GradingData, config: GradingConfig, o
     for step in range(1, config.spinenet_steps + 1):
         model.train()
         volumes, targets = spinenet_batch(data, rng.integers(len(data), size=config.batch_size), rng, augment,
-                                          config.head_feet_flip if config.augment else 0.0)
+                                          config.head_feet_flip)
         with training_autocast():
             logits = model(volumes)
         loss = balanced_cross_entropy(logits.float(), targets, weights)
