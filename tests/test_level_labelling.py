@@ -40,7 +40,7 @@ from operators.core.level_labelling import (
     pad_bins,
     temperature_softmax,
 )
-from operators.core.levels import LABELLER_CLASSES, level_order
+from operators.core.levels import LABELLER_CLASSES, SACRAL_SEGMENTS_BELOW_S1, level_order
 from operators.core.vertebra_detection import SliceQuad, Vertebra3D
 from training.synthetic.dicom_writer import PatientStudy, write_series
 
@@ -121,8 +121,9 @@ def _rows(classes: list[str], p_true: float = 0.9) -> np.ndarray:
 
 
 def _is_valid(levels: tuple[str, ...]) -> bool:
-    """Levels strictly ascend the spine (S2 sits below S1); at most one transitional vertebra."""
-    order = [level_order("S1") + 1 if level == "S2" else level_order(level) for level in levels]
+    """Levels strictly ascend the spine (S2…S5 sit below S1); at most one transitional vertebra."""
+    sacral = {name: level_order("S1") + 1 + k for k, name in enumerate(SACRAL_SEGMENTS_BELOW_S1)}
+    order = [sacral[level] if level in sacral else level_order(level) for level in levels]
     return all(b < a for a, b in zip(order, order[1:])) and sum(level in ("L6", "T13") for level in levels) <= 1
 
 
@@ -143,8 +144,11 @@ def _brute_force(probs: np.ndarray, skip: float, transitional: float, touching: 
                 if gap and touching and touching[k - 1]:
                     score = -math.inf
                 score += gap * _log(skip) if gap else 0.0
+            elif above == below and below == IDX["S1"]:
+                if k > len(SACRAL_SEGMENTS_BELOW_S1):  # S1 and at most S2…S5 below it
+                    score = -math.inf
             elif above == below and (k < 2 or classes[k - 2] != below):
-                if below in (IDX["S1"], IDX["C3"]):
+                if below == IDX["C3"]:
                     continue
                 if below in (IDX["L5"], IDX["T12"]):
                     n_transitional += 1
@@ -439,6 +443,15 @@ def test_context_fills_in_an_ambiguous_detection() -> None:
     assert beam_search_levels(probs).levels == ("S1", "L5", "L4", "L3", "L2")
 
 
+def test_sacral_segments_below_s1_are_named_down_the_sacrum_without_penalty() -> None:
+    """Two segments below S1 rated S1 (generated study 835053): S3, S2, S1, not S2, S1 and an L6."""
+    sacrum = beam_search_levels(_rows(["S1", "S1", "S1", "L5", "L4"]))
+    assert sacrum.levels == ("S3", "S2", "S1", "L5", "L4")
+    assert sacrum.log_score == pytest.approx(5 * math.log(0.9))
+    five = beam_search_levels(_rows(["S1"] * 6 + ["L5"]))
+    assert _is_valid(five.levels) and five.levels.count("S1") == 1  # S2…S5 at most below S1
+
+
 def test_double_s1_and_c3_become_s2_and_c2_without_penalty() -> None:
     sacral = beam_search_levels(_rows(["S1", "S1", "L5", "L4"]))
     assert sacral.levels == ("S2", "S1", "L5", "L4")
@@ -467,16 +480,16 @@ def test_transitional_vertebrae_are_reported_at_a_penalty(classes, expected) -> 
 def test_at_most_one_transitional_vertebra_and_no_repeated_level() -> None:
     both = beam_search_levels(_rows(["S1", "L5", "L5", "L4", "L3", "L2", "L1", "T12", "T12", "T11"]))
     assert _is_valid(both.levels) and sum(level in ("L6", "T13") for level in both.levels) == 1
-    triple = beam_search_levels(_rows(["S1", "S1", "S1", "L5"]))
-    assert _is_valid(triple.levels) and triple.levels.count("S2") == 1
+    repeated_l5 = beam_search_levels(_rows(["S1", "L5", "L5", "L5", "L4"]), transitional_penalty=0.02)
+    assert _is_valid(repeated_l5.levels) and repeated_l5.levels.count("L5") == 1
     repeated = beam_search_levels(_rows(["S1", "L5", "L4", "L3", "L3"]))
     assert _is_valid(repeated.levels) and len(set(repeated.levels)) == 5
 
 
 def test_a_whole_spine_with_both_doubles_and_a_transitional_level() -> None:
-    spine = ["S1", "S1", "L5", "L5"] + list(reversed(LABELLER_CLASSES[: IDX["L4"] + 1])) + ["C3"]
+    spine = ["S1"] * 5 + ["L5", "L5"] + list(reversed(LABELLER_CLASSES[: IDX["L4"] + 1])) + ["C3"]
     result = beam_search_levels(_rows(spine, p_true=0.6))
-    assert result.levels[:4] == ("S2", "S1", "L6", "L5") and result.levels[-2:] == ("C3", "C2")
+    assert result.levels[:7] == ("S5", "S4", "S3", "S2", "S1", "L6", "L5") and result.levels[-2:] == ("C3", "C2")
     assert len(result.levels) == MAX_LABELLED_DETECTIONS
 
 

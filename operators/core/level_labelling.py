@@ -30,7 +30,7 @@ import numpy as np
 from scipy import ndimage
 
 from operators.core.geometry import VolumeGeometry
-from operators.core.levels import LABELLER_CLASSES, TRANSITIONAL_AFTER
+from operators.core.levels import LABELLER_CLASSES, SACRAL_SEGMENTS_BELOW_S1, TRANSITIONAL_AFTER
 
 if TYPE_CHECKING:  # only the attributes are used, so the detector module is not a runtime import
     from operators.core.vertebra_detection import Vertebra3D
@@ -58,16 +58,24 @@ _MIN_LATERAL_SLICES = 3.0
 
 _S1 = LABELLER_CLASSES.index("S1")
 _C3 = LABELLER_CLASSES.index("C3")
-#: A double detection of these classes is allowed without penalty (S2 below S1, C2 above C3).
-_FREE_DOUBLES = (_S1, _C3)
+#: S1 may repeat this many times going up without penalty: the lower bodies are the sacral
+#: segments S2…S5 below it. A double C3 (C2 above it) is free as well.
+_SACRAL_REPEATS = len(SACRAL_SEGMENTS_BELOW_S1)
+#: Repeat counts a search state tracks (0 = the class has not repeated).
+_REPEAT_STATES = _SACRAL_REPEATS + 1
 #: A double detection of these classes (L5, T12) means a transitional vertebra: the lower one is
 #: the transitional level (L6, T13).
 _TRANSITIONAL_DOUBLES: dict[int, str] = {
     LABELLER_CLASSES.index(parent): name for name, parent in TRANSITIONAL_AFTER.items()
 }
-#: Longest sequence any spine can be labelled with: every class once, plus S2, C2 and one
+#: Longest sequence any spine can be labelled with: every class once, plus S2…S5, C2 and one
 #: transitional vertebra.
-MAX_LABELLED_DETECTIONS: int = N_CLASSES + 3
+MAX_LABELLED_DETECTIONS: int = N_CLASSES + _SACRAL_REPEATS + 2
+#: Most detections the labeller takes from one study: C2 … S1, one sacral segment and one
+#: transitional vertebra. Beyond that the least confident go first: a whole spine with more
+#: detections holds strays (generated L6 study 911000: one 105 mm above C2, which, labelled, moved
+#: every level of the spine down by one).
+MAX_SPINE_DETECTIONS: int = N_CLASSES + 3
 #: Default penalty of a transitional vertebra (L6, T13) in the beam search. The context network's
 #: refined probabilities are sharp (a wrong level often at 1.00), so a shifted reading of the bodies
 #: above costs the search more than 0.02 and it called a body L6 or T13 instead. Chosen from
@@ -365,9 +373,9 @@ class LabelSequence:
     """Decoded levels of a stack's detections (caudal → cranial, like the input rows).
 
     Attributes:
-        levels: one name per detection: a ``LABELLER_CLASSES`` level, or ``"S2"`` / ``"C2"``
-            (double S1 / C3 detections; the caller drops S2) or ``"L6"`` / ``"T13"``
-            (transitional vertebrae).
+        levels: one name per detection: a ``LABELLER_CLASSES`` level, or ``"S2"`` … ``"S5"``
+            (sacral segments below S1; the caller drops them), ``"C2"`` (the upper of two C3s) or
+            ``"L6"`` / ``"T13"`` (transitional vertebrae).
         probabilities: per detection, the input probability of the class it was scored as (the
             S1 column for an S2, the L5 column for an L6, …).
         log_score: natural log of the sequence score: product of those probabilities and the
@@ -380,14 +388,15 @@ class LabelSequence:
 
 
 def _relabel(classes: list[int]) -> list[str]:
-    """Level names of a valid class sequence (caudal → cranial), resolving double detections."""
+    """Level names of a valid class sequence (caudal → cranial), resolving repeated classes."""
     levels = [LABELLER_CLASSES[c] for c in classes]
-    for i in range(1, len(classes)):
+    top_of_sacrum = next((i for i, c in enumerate(classes) if c != _S1), len(classes)) - 1
+    for i in range(top_of_sacrum):
+        levels[i] = SACRAL_SEGMENTS_BELOW_S1[top_of_sacrum - i - 1]  # S2 directly below S1, then S3, …
+    for i in range(max(top_of_sacrum, 0) + 1, len(classes)):
         if classes[i] != classes[i - 1]:
             continue
-        if classes[i] == _S1:
-            levels[i - 1] = "S2"  # the lower of two S1s is the first sacral segment below
-        elif classes[i] == _C3:
+        if classes[i] == _C3:
             levels[i] = "C2"  # the upper of two C3s is C2
         else:
             levels[i - 1] = _TRANSITIONAL_DOUBLES[classes[i]]  # the lower of two L5s / T12s
@@ -395,16 +404,16 @@ def _relabel(classes: list[int]) -> list[str]:
 
 
 def _room_above(transitional_allowed: bool) -> np.ndarray:
-    """``(23, 2, 2)``: how many more detections a sequence in state ``(c, d, t)`` can still take
+    """``(23, 5, 2)``: how many more detections a sequence in state ``(c, d, t)`` can still take
     without a zero-probability step (see :func:`beam_search_levels` for the state).
 
     Going up one class at a time costs nothing, so the room is ``c`` classes, plus the free C3
-    double (unless just used), plus the free S1 double (only from a single S1), plus one
-    transitional double if none is used yet, one is still reachable and its penalty is not 0.
+    double (unless just used), plus the S1 repeats not yet used, plus one transitional double if
+    none is used yet, one is still reachable and its penalty is not 0.
     """
-    room = np.zeros((N_CLASSES, 2, 2), dtype=np.int64)
+    room = np.zeros((N_CLASSES, _REPEAT_STATES, 2), dtype=np.int64)
     for c, d, t in np.ndindex(room.shape):
-        room[c, d, t] = c + int(not (c == _C3 and d == 1)) + int(c == _S1 and d == 0)
+        room[c, d, t] = c + int(not (c == _C3 and d >= 1)) + (_SACRAL_REPEATS - d if c == _S1 else 0)
         if transitional_allowed and t == 0:
             room[c, d, t] += int(any(k < c or (k == c and d == 0) for k in _TRANSITIONAL_DOUBLES))
     return room
@@ -424,19 +433,24 @@ def beam_search_levels(
     detections' class probabilities and its penalties (added in log space). Going up, the class
     index must strictly decrease, except:
 
-    * a second S1 directly above an S1, or a second C3 directly above a C3: no penalty; the
-      lower S1 is relabelled ``"S2"``, the upper C3 ``"C2"``;
+    * up to four more S1s directly above the lowest S1: no penalty; the bodies below the top S1
+      are the sacral segments ``"S2"`` (directly below it), ``"S3"``, … SpineNetV2 allows one
+      (S2); the detector finds up to three bodies below S1 on generated studies (835053: two
+      sacral segments below S1, which could then only be labelled by calling S1 an L6);
+    * a second C3 directly above a C3: no penalty; the upper is relabelled ``"C2"``;
     * a second L5 directly above an L5 (the lower is ``"L6"``) or a second T12 directly above a
       T12 (the lower is ``"T13"``): × ``transitional_penalty``, at most one per sequence;
-    * no class appears three times in a row;
+    * no other class appears twice in a row, and none but S1 three times;
     * skipping ``k`` levels between neighbours (a missed detection): × ``skip_penalty ** k``, and
       never between two detections marked ``touching`` (no body fits between them, so none can
       have been missed there).
 
-    Hypotheses are recombined: two partial sequences ending in the same state (last class,
-    whether it was just doubled, whether a transitional vertebra was used) have identical
-    futures, so only the better one is kept. There are at most 23 × 2 × 2 = 92 states, so with
-    the default width of 100 the search is exact (a Viterbi decode); smaller widths keep the
+    Hypotheses are recombined: two partial sequences ending in the same state (last class, how
+    often it has repeated, whether a transitional vertebra was used) have identical futures, so
+    only the better one is kept. At most 23 × 2 + 2 × (1 + 4 + 1) = 58 states are reachable (every
+    class unrepeated, with or without a transitional vertebra; the C3 double, the S1 repeats and
+    the transitional double itself), so with the default width of 100 the search is exact (a
+    Viterbi decode); smaller widths keep the
     ``beam_width`` best states per step. States without room for the detections still above
     them are dropped before pruning, so even a width of 1 ends in a valid sequence.
 
@@ -498,14 +512,15 @@ def beam_search_levels(
             flat = scores.reshape(-1)
             flat[np.argsort(-flat, kind="stable")[beam_width:]] = -np.inf
 
-    # State (c, d, t): last class c, d = it was just doubled, t = a transitional vertebra is used.
-    scores = np.full((N_CLASSES, 2, 2), -np.inf)
+    # State (c, d, t): last class c, repeated d times directly below, t = a transitional vertebra is used.
+    shape = (N_CLASSES, _REPEAT_STATES, 2)
+    scores = np.full(shape, -np.inf)
     scores[:, 0, 0] = log_p[0]
     prune(scores, n - 1)
     back: list[np.ndarray] = []  # per step >= 1: flat index of the predecessor state
     for i in range(1, n):
-        new = np.full((N_CLASSES, 2, 2), -np.inf)
-        parent = np.zeros((N_CLASSES, 2, 2), dtype=np.int64)
+        new = np.full(shape, -np.inf)
+        parent = np.zeros(shape, dtype=np.int64)
         for t in (0, 1):
             # Decreasing class: from (c, any d, t) to (c2, 0, t).
             best_d = np.argmax(scores[:, :, t], axis=1)  # (23,)
@@ -514,9 +529,11 @@ def beam_search_levels(
             c_best = np.argmax(candidates, axis=0)
             new[:, 0, t] = candidates[c_best, np.arange(N_CLASSES)] + log_p[i]
             parent[:, 0, t] = np.ravel_multi_index((c_best, best_d[c_best], np.full(N_CLASSES, t)), scores.shape)
-            for c in _FREE_DOUBLES:
-                new[c, 1, t] = scores[c, 0, t] + log_p[i, c]
-                parent[c, 1, t] = np.ravel_multi_index((c, 0, t), scores.shape)
+            new[_C3, 1, t] = scores[_C3, 0, t] + log_p[i, _C3]
+            parent[_C3, 1, t] = np.ravel_multi_index((_C3, 0, t), shape)
+            for d in range(1, _REPEAT_STATES):
+                new[_S1, d, t] = scores[_S1, d - 1, t] + log_p[i, _S1]
+                parent[_S1, d, t] = np.ravel_multi_index((_S1, d - 1, t), shape)
         for c in _TRANSITIONAL_DOUBLES:
             new[c, 1, 1] = scores[c, 0, 0] + log_transitional + log_p[i, c]
             parent[c, 1, 1] = np.ravel_multi_index((c, 0, 0), scores.shape)

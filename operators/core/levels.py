@@ -27,6 +27,10 @@ LEVELS: tuple[str, ...] = CERVICAL + THORACIC + LUMBAR + SACRAL
 #: Levels that exist only with transitional anatomy, and the standard level they follow.
 TRANSITIONAL_AFTER: dict[str, str] = {"T13": "T12", "L6": "L5"}
 
+#: Fused sacral segments below S1, cranial to caudal: the detector finds some of them, the labeller
+#: names them below S1 and the report leaves them out.
+SACRAL_SEGMENTS_BELOW_S1: tuple[str, ...] = ("S2", "S3", "S4", "S5")
+
 #: Levels with no vertebral body (the atlas is a ring): never detected, labelled or counted.
 LEVELS_WITHOUT_BODY: tuple[str, ...] = ("C1",)
 

@@ -21,7 +21,7 @@ import numpy as np
 from operators.core.dicom_io import LoadedStack, SeriesReadError, StudyScan
 from operators.core.geometry import VolumeGeometry, resample_volume, sagittal_grid
 from operators.core.level_labelling import (
-    MAX_LABELLED_DETECTIONS,
+    MAX_SPINE_DETECTIONS,
     appearance_volume,
     beam_search_levels,
     detection_bins,
@@ -29,7 +29,7 @@ from operators.core.level_labelling import (
     pad_bins,
     temperature_softmax,
 )
-from operators.core.levels import LABELLER_CLASSES, LUMBAR
+from operators.core.levels import LABELLER_CLASSES, LUMBAR, SACRAL_SEGMENTS_BELOW_S1
 from operators.core.report import VertebraEntry
 from operators.core.series_roles import SeriesDecision
 from operators.core.study_warning import StudyWarning
@@ -66,8 +66,8 @@ CONTEXT_MODEL = "level_context"
 #: Patches per detector call (bounds memory on large whole-spine slices).
 DETECTOR_BATCH = 8
 
-#: Levels the beam search may produce that are not reported as vertebrae (the S1 double detection).
-UNREPORTED_LEVELS = ("S2",)
+#: Levels the beam search may produce that are not reported as vertebrae (sacral segments below S1).
+UNREPORTED_LEVELS = SACRAL_SEGMENTS_BELOW_S1
 
 
 @dataclass(frozen=True)
@@ -219,13 +219,13 @@ def label_vertebrae(
         if dropped:
             warnings.append(StudyWarning(code, f"{len(dropped)} detection(s) {what} were dropped"))
             vertebrae = [v for i, v in enumerate(vertebrae) if i not in dropped]
-    if len(vertebrae) > MAX_LABELLED_DETECTIONS:
+    if len(vertebrae) > MAX_SPINE_DETECTIONS:
         # More bodies than a spine has (false positives, sacral segments): keep the most confident.
-        keep = sorted(np.argsort([-v.detection_score for v in vertebrae])[:MAX_LABELLED_DETECTIONS])
+        keep = sorted(np.argsort([-v.detection_score for v in vertebrae])[:MAX_SPINE_DETECTIONS])
         warnings.append(StudyWarning(
             "TOO_MANY_DETECTIONS",
             f"{len(vertebrae)} vertebral bodies detected, more than a spine has: the "
-            f"{len(vertebrae) - MAX_LABELLED_DETECTIONS} least confident were dropped",
+            f"{len(vertebrae) - MAX_SPINE_DETECTIONS} least confident were dropped",
         ))
         vertebrae = [vertebrae[i] for i in keep]
     probabilities = temperature_softmax(appearance_logits(vertebrae, stacks, appearance))

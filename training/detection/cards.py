@@ -32,7 +32,7 @@ PURPOSE: dict[str, str] = {
         "Level context network (SpineNetV2 §3.2): a 1D MONAI UNet over the height-probability map "
         "(2 mm bins, caudal → cranial) that refines each body's level probabilities from its "
         "neighbours; decoded by a width-100 beam search with penalties for missed levels and "
-        "transitional L6/T13, S2/C2 double detections relabelled."
+        "transitional L6/T13; up to four S1-rated bodies below S1 named S2…S5 and a double C3 named C2."
     ),
 }
 
