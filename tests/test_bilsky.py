@@ -257,13 +257,14 @@ def test_heatmap_loss_is_lower_for_the_right_peak() -> None:
 # --------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def studies(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A thoracic MR study (sagittal T2 + axial T2) and a thoracic CT study, both with cancer, and a
-    lumbar MR study with axial stacks angled to the discs."""
+    """A thoracic MR study (sagittal T2 + axial T2) and a thoracic contrast-enhanced CT study, both with
+    cancer, and a lumbar MR study with axial stacks angled to the discs."""
     root = tmp_path_factory.mktemp("bilsky_studies")
     cancer = AnatomyConfig(cancer=True)
     generate_study(172_900, root / "study_172900",
                    StudyConfig(field_of_view="thoracic", series_kinds=("sag_t2", "ax_t2"), anatomy=cancer, axial_mode="contiguous"))
-    generate_study(172_901, root / "study_172901", StudyConfig(field_of_view="thoracic", series_kinds=("ct_axial",), anatomy=cancer))
+    generate_study(172_901, root / "study_172901", StudyConfig(field_of_view="thoracic", series_kinds=("ct_axial",), anatomy=cancer,
+                                                               ct_contrast=True))
     # Oblique stacks angled to each lumbar disc: their first images once came back blank.
     generate_study(172_902, root / "study_172902", StudyConfig(field_of_view="lumbar", series_kinds=("sag_t2", "ax_t2"), axial_mode="angled"))
     return root
@@ -378,22 +379,44 @@ def test_without_sagittal_localisation_images_are_graded_without_level(studies: 
     assert any(row[0] == "bilsky_level" and row[1] == "" for row in rows)  # per-level maximum, level unknown
 
 
+def _copy_study(source: Path, target: Path, change) -> Path:
+    """``source``'s files written to ``target`` after ``change(dataset)``."""
+    for path in sorted(p for p in source.rglob("*") if p.is_file()):
+        ds = pydicom.dcmread(path)
+        change(ds)
+        out = target / path.relative_to(source)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        ds.save_as(out)
+    return target
+
+
+def test_ct_without_recorded_contrast_is_graded_with_a_warning(studies: Path, shipped_models: Path, tmp_path: Path) -> None:
+    source = studies / "study_172901" / "study"
+    _, enhanced = _grade(source, shipped_models, [])
+    assert "CT_WITHOUT_CONTRAST" not in {w.code for w in enhanced.warnings}
+
+    def forget_contrast(ds: pydicom.Dataset) -> None:
+        for keyword in ("ContrastBolusAgent", "ContrastBolusRoute"):
+            if keyword in ds:
+                delattr(ds, keyword)
+
+    _, unenhanced = _grade(_copy_study(source, tmp_path / "study", forget_contrast), shipped_models, [])
+    warning = next(w for w in unenhanced.warnings if w.code == "CT_WITHOUT_CONTRAST")
+    assert "contrast-enhanced" in warning.message
+    assert len(unenhanced.entries) == len(enhanced.entries)  # graded all the same
+
+
 @pytest.mark.parametrize("syntax", [RLELossless, JPEGLSLossless, JPEG2000Lossless], ids=lambda s: s.name)
 def test_compressed_and_gantry_tilted_ct_is_graded(studies: Path, shipped_models: Path, tmp_path: Path, syntax) -> None:
     """CT re-encoded through pydicom's pixel-data plugins, with positions sheared as a 10° gantry tilt."""
-    source = studies / "study_172901" / "study"
-    copy = tmp_path / "study"
-    paths = sorted(p for p in source.rglob("*") if p.is_file())
-    for path in paths:
-        ds = pydicom.dcmread(path)
+    def compress_and_tilt(ds: pydicom.Dataset) -> None:
         if "PixelData" in ds:
             ds.compress(syntax)
             position = np.asarray(ds.ImagePositionPatient, dtype=float)
             position[1] += np.tan(np.radians(10.0)) * position[2]  # each slice moves along y with its height
             ds.ImagePositionPatient = [f"{v:.4f}" for v in position]
-        target = copy / path.relative_to(source)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        ds.save_as(target)
+
+    copy = _copy_study(studies / "study_172901" / "study", tmp_path / "study", compress_and_tilt)
     truth = json.loads((studies / "study_172901" / "truth.json").read_text())
     _, findings = _grade(copy, shipped_models, [])
     assert len(findings.entries) >= 0.9 * len(truth["bilsky"])

@@ -20,7 +20,7 @@ from operators.core.gradings import BILSKY_MR_GRADES, SPINENET_GRADINGS, rsna_se
 from operators.core.levels import LEVELS, RSNA_DISCS, discs_between, levels_with_transitional
 from training.synthetic.dicom_writer import PatientStudy, write_series
 from training.synthetic.phantom import AnatomyConfig, CTContrast, MRSequence, SpinePhantom, make_phantom
-from training.synthetic.tissue import Tissue
+from training.synthetic.tissue import Tissue, ct_numbers, sample_tissue_table
 
 T1 = MRSequence(repetition_time_ms=550.0, echo_time_ms=10.0)
 T2 = MRSequence(repetition_time_ms=3500.0, echo_time_ms=100.0)
@@ -167,6 +167,17 @@ def test_ct_numbers_of_bone_soft_tissue_and_air() -> None:
     far = v.centroid_mm + 900.0 * v.anterior_axis
     assert ph.render(far[None], CTContrast())[0] < -900  # air outside the body
     assert ph.render(line[:5], CTContrast(kvp=80)).mean() >= hu[:5].mean() - 50
+
+
+def test_iv_contrast_enhances_tumour_and_blood_but_not_csf_or_fat() -> None:
+    """A portal venous staging CT: epidural tumour stands out from the CSF and cord it displaces."""
+    table = sample_tissue_table(np.random.default_rng(3), age_years=60.0)
+    plain, enhanced = ct_numbers(table, 120.0), ct_numbers(table, 120.0, iv_contrast=1.0)
+    rise = enhanced - plain
+    assert rise[Tissue.FLOWING_BLOOD] > 100.0 and rise[Tissue.TUMOUR_SOFT] > 40.0
+    assert rise[Tissue.CSF] == rise[Tissue.FAT] == rise[Tissue.CORTICAL_BONE] == 0.0
+    assert enhanced[Tissue.TUMOUR_SOFT] - enhanced[Tissue.CORD] > plain[Tissue.TUMOUR_SOFT] - plain[Tissue.CORD] + 40.0
+    assert (ct_numbers(table, 100.0, 1.0) - ct_numbers(table, 100.0))[Tissue.TUMOUR_SOFT] > rise[Tissue.TUMOUR_SOFT]  # iodine at low kVp
 
 
 def _nucleus_t2(ph: SpinePhantom, disc) -> float:

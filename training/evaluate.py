@@ -182,6 +182,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--anatomy", default="standard",
                         help="detection: standard, or L6 / T13 for spines with that transitional vertebra (scored on the "
                              "fields of view that image it)")
+    parser.add_argument("--ct-unenhanced", action="store_true",
+                        help="bilsky: render the CT studies without intravenous contrast (the graders expect contrast-enhanced CT)")
     parser.add_argument("--data-root", type=Path,
                         help="real: the folder holding FastCleverSeg's ImageDatasets (training/real/fastcleverseg.py)")
     parser.add_argument("--split", choices=("train", "val", "test"), default="test", help="real: which subjects")
@@ -269,8 +271,10 @@ def _run_cancer(args: argparse.Namespace) -> int:
 def _run_bilsky(args: argparse.Namespace) -> int:
     from training.evaluate_bilsky import BILSKY_EVALUATION_FIRST_SEED, evaluate_bilsky, print_tables
 
-    summary = evaluate_bilsky(args.count or 40, args.models, args.vertebrae, args.seed or BILSKY_EVALUATION_FIRST_SEED, args.jobs)
-    return _finish(summary, f"bilsky --count {args.count or 40} --vertebrae {args.vertebrae} --models {args.models}",
+    summary = evaluate_bilsky(args.count or 40, args.models, args.vertebrae, args.seed or BILSKY_EVALUATION_FIRST_SEED, args.jobs,
+                              ct_contrast=not args.ct_unenhanced)
+    unenhanced = " --ct-unenhanced" if args.ct_unenhanced else ""
+    return _finish(summary, f"bilsky --count {args.count or 40} --vertebrae {args.vertebrae}{unenhanced} --models {args.models}",
                    print_tables, args.json)
 
 

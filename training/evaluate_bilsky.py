@@ -3,7 +3,9 @@
 Studies come from seeds no training run uses (first seed 960000; ``--count`` MR studies, then as
 many CT studies): MR studies with sagittal T1 + T2 and axial T2 (every other one thoracic, the rest
 any field of view), CT studies with an axial CT only (vertebrae are found on its sagittal
-reformat); two in three with cancer forced. Each goes through the app's core — series selection,
+reformat), rendered as contrast-enhanced staging CT (the CT Hallinan 2023 grades; intravenous contrast
+was an inclusion criterion) unless ``ct_contrast`` is off (``--ct-unenhanced``); two in three with
+cancer forced. Each goes through the app's core — series selection,
 detection and labelling (``--vertebrae detected``, the default; ``truth`` takes the true vertebrae;
 ``none`` drops the localisation, so the canal detector works alone), the canal prior and detector,
 the ROI and the grader — with the ONNX models in ``--models``. Graded images are matched to the
@@ -40,19 +42,20 @@ BILSKY_EVALUATION_FIRST_SEED = 960_000
 TARGETS: dict[str, float] = {"mr_ac1": 0.94, "mr_high_sensitivity": 0.976, "mr_high_specificity": 0.936, "ct_kappa": 0.87}
 
 
-def study_config(index: int, count: int) -> tuple[str, StudyConfig]:
+def study_config(index: int, count: int, ct_contrast: bool = True) -> tuple[str, StudyConfig]:
     """Evaluation study ``index`` of ``2 × count``: MR first, then CT (module docstring)."""
     cancer = True if index % 3 != 2 else None
     if index < count:
         return "MR", StudyConfig(series_kinds=("sag_t1", "sag_t2", "ax_t2"), cancer=cancer,
                                  field_of_view="thoracic" if index % 2 == 0 else None)
-    return "CT", StudyConfig(series_kinds=("ct_axial",), cancer=cancer)
+    return "CT", StudyConfig(series_kinds=("ct_axial",), cancer=cancer, ct_contrast=ct_contrast)
 
 
-def evaluate_study(seed: int, index: int, count: int, workdir: Path, models: Path, vertebrae_from: str) -> dict[str, Any]:
+def evaluate_study(seed: int, index: int, count: int, workdir: Path, models: Path, vertebrae_from: str,
+                   ct_contrast: bool = True) -> dict[str, Any]:
     """Grade one generated study; returns its truth and predicted grade per axial image."""
     study_dir = workdir / f"study_{seed}"
-    modality, config = study_config(index, count)
+    modality, config = study_config(index, count, ct_contrast)
     truth = generate_study(seed, study_dir, config)
     try:
         study = GeneratedStudy.read(study_dir)
@@ -73,7 +76,7 @@ def evaluate_study(seed: int, index: int, count: int, workdir: Path, models: Pat
         shutil.rmtree(study_dir, ignore_errors=True)
 
 
-def _evaluate_job(job: tuple[int, int, int, Path, Path, str]) -> dict[str, Any]:
+def _evaluate_job(job: tuple[int, int, int, Path, Path, str, bool]) -> dict[str, Any]:
     return evaluate_study(*job)
 
 
@@ -98,7 +101,8 @@ def _worst(grades: list[str], classes: tuple[str, ...]) -> str:
     return max(grades, key=classes.index)
 
 
-def summarise(studies: list[dict[str, Any]], vertebrae_from: str, seconds: float, first_seed: int) -> dict[str, Any]:
+def summarise(studies: list[dict[str, Any]], vertebrae_from: str, seconds: float, first_seed: int,
+              ct_contrast: bool = True) -> dict[str, Any]:
     """Agreement per modality: per image, per level and per scan (module docstring)."""
     by_modality: dict[str, Any] = {}
     for modality, classes in BILSKY_CLASSES.items():
@@ -126,18 +130,18 @@ def summarise(studies: list[dict[str, Any]], vertebrae_from: str, seconds: float
             "level_accuracy": (sum(i["predicted_level"] == i["level"] for i in with_level) / len(with_level)) if with_level else None,
             "without_level": len(graded) - len(with_level),
         }
-    return {"studies": len(studies), "first_seed": first_seed, "vertebrae": vertebrae_from, "targets": TARGETS,
+    return {"studies": len(studies), "first_seed": first_seed, "vertebrae": vertebrae_from, "ct_contrast": ct_contrast, "targets": TARGETS,
             "modalities": by_modality, "seconds": round(seconds, 1)}
 
 
 def evaluate_bilsky(count: int, models: Path, vertebrae_from: str = "detected", first_seed: int = BILSKY_EVALUATION_FIRST_SEED,
-                    jobs: int = 1) -> dict[str, Any]:
+                    jobs: int = 1, ct_contrast: bool = True) -> dict[str, Any]:
     """Run :func:`evaluate_study` on ``count`` MR and ``count`` CT studies (seeds ``first_seed`` …) and summarise."""
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="spine-map-bilsky-") as workdir:
-        work = [(first_seed + i, i, count, Path(workdir), Path(models), vertebrae_from) for i in range(2 * count)]
+        work = [(first_seed + i, i, count, Path(workdir), Path(models), vertebrae_from, ct_contrast) for i in range(2 * count)]
         studies = map_jobs(_evaluate_job, work, jobs)
-    return summarise(studies, vertebrae_from, time.perf_counter() - started, first_seed)
+    return summarise(studies, vertebrae_from, time.perf_counter() - started, first_seed, ct_contrast)
 
 
 def _percent(value: float | None) -> str:
@@ -149,8 +153,9 @@ def markdown_tables(summary: dict[str, Any]) -> list[str]:
     """The evaluation as Markdown lines: one agreement table for both modalities."""
     framing = {"detected": "the detected and labelled vertebrae (the app's path)", "truth": "the true vertebrae",
                "none": "no localisation (canal detector alone)"}[summary["vertebrae"]]
+    ct = "contrast-enhanced" if summary.get("ct_contrast", True) else "unenhanced"
     lines = [
-        f"{summary['studies']} studies (first seed {summary['first_seed']}); canal prior and levels from {framing}.",
+        f"{summary['studies']} studies (first seed {summary['first_seed']}, {ct} CT); canal prior and levels from {framing}.",
         "",
         "| modality | unit | graded (missed) | high grade | AC1 | kappa | AC1 high/low | kappa high/low | "
         "high-grade sensitivity | specificity |",

@@ -36,7 +36,7 @@ from operators.core.geometry import VolumeGeometry, resample_volume
 from operators.core.gradings import BILSKY_CT_CLASSES, BILSKY_MR_GRADES
 from operators.core.levels import disc_name, level_order
 from operators.core.report import BilskyEntry
-from operators.core.series_roles import SeriesDecision, load_role_stacks
+from operators.core.series_roles import SeriesDecision, load_role_stacks, records_contrast
 from operators.core.study_warning import StudyWarning
 from operators.core.volume_extraction import VertebraLike, adjacent_levels, body_axes, normalise_intensity
 
@@ -353,7 +353,8 @@ def grade_study(
     """Bilsky grade of every axial image of the study: the one call of the Bilsky operator.
 
     ``graders`` maps modality (``"MR"``, ``"CT"``) to its network; a modality without one is not
-    graded (warning). Warnings: ``NO_SAGITTAL_LOCALISATION`` (no labelled vertebrae: canals found
+    graded (warning). Warnings: ``CT_WITHOUT_CONTRAST`` (an axial CT without a recorded contrast
+    agent: graded, but the CT grader is trained on contrast-enhanced CT), ``NO_SAGITTAL_LOCALISATION`` (no labelled vertebrae: canals found
     by the detector alone, images without level), ``AXIAL_OUTSIDE_VERTEBRAL_RANGE`` (images beyond
     the labelled vertebrae, graded without level), ``CANAL_NOT_FOUND`` (images with no canal
     found, not graded), plus the stack load warnings.
@@ -374,6 +375,11 @@ def grade_study(
             warnings.append(StudyWarning("NO_BILSKY_MODEL", f"no Bilsky model for {images.modality}: images not graded",
                                          images.series_instance_uid))
             continue
+        if images.modality == "CT" and not records_contrast(study.series_by_uid(images.series_instance_uid).tags):
+            warnings.append(StudyWarning(
+                "CT_WITHOUT_CONTRAST", "the axial CT records no intravenous contrast (ContrastBolusAgent): the CT Bilsky "
+                                       "grader is trained on contrast-enhanced staging CT and misses more epidural disease "
+                                       "on unenhanced CT; graded all the same, confirm on MRI", images.series_instance_uid))
         findings = find_canals(images, line, detector)
         missed = images.geometry.shape[0] - len(findings)
         if missed:

@@ -221,7 +221,9 @@ def _fat_suppressed(tags: AcquisitionTags) -> bool:
     return bool(_FAT_SAT_OPTIONS.intersection(tags.scan_options)) or "WATER" in tags.image_type
 
 
-def _post_contrast(tags: AcquisitionTags) -> bool:
+def records_contrast(tags: AcquisitionTags) -> bool:
+    """Whether the series records an administered contrast agent (a non-empty ContrastBolusAgent
+    that is not a "none" spelling)."""
     return tags.contrast_bolus_agent.strip().upper() not in _NO_CONTRAST
 
 
@@ -240,7 +242,7 @@ def _weighting_from_tags(tags: AcquisitionTags, plane: str) -> _Weighting:
     tr, te, ti = tags.repetition_time_ms, tags.echo_time_ms, tags.inversion_time_ms
     inversion = _has_inversion(tags)
     fat_sat = _fat_suppressed(tags)
-    contrast = _post_contrast(tags)
+    contrast = records_contrast(tags)
     parts = [f"{plane} {family_label}"]
     parts += [f"TR {_ms(tr)} ms"] if tr is not None else []
     parts += [f"TE {_ms(te)} ms"] if te is not None else []

@@ -16,22 +16,27 @@ BILSKY_EVALUATION_JSON = Path("docs/evaluation/bilsky.json")
 TRAINING_DATA = (
     "Synthetic studies only, made by `python -m training generate` (README, Training): axial T2 MR studies "
     "(`--kinds sag_t2,ax_t2`, seeds 170000–170299 of every field of view and 172000–172199 thoracic, most with "
-    "cancer) and axial CT studies (`--kinds ct_axial`, seeds 171000–171149); validation seeds 840000–840039, "
-    "842000–842029 (MR) and 841000–841019 (CT). Canal positions and grades are the generator's truth "
-    "(thecal sac centre and Bilsky grade of each axial image). Evaluation studies use seeds from 960000. "
-    "No patient data."
+    "cancer) and axial CT studies (`--kinds ct_axial`, seeds 171000–171149: unenhanced for the canal detector, "
+    "rendered as contrast-enhanced portal venous staging CT with `--ct-contrast` for the CT grader); validation "
+    "seeds 840000–840039, 842000–842029 (MR) and 841000–841019 (CT, with `--ct-contrast` for the CT grader). "
+    "Canal positions and grades are the generator's truth (thecal sac centre and Bilsky grade of each axial "
+    "image). Evaluation studies use seeds from 960000. No patient data."
 )
 
-TRAINING_COMMAND = ("python -m training train-bilsky --train data/bilsky/train_mr data/bilsky/train_ct --val "
-                    "data/bilsky/val_mr data/bilsky/val_ct --work work/bilsky --models models")
+#: The data folders each model was trained from (a grader trains on its own modality's studies).
+TRAINING_FOLDERS: dict[str, str] = {
+    CANAL_MODEL: "--train data/bilsky/train_mr data/bilsky/train_ct --val data/bilsky/val_mr data/bilsky/val_ct --work work/bilsky",
+    BILSKY_MODELS["MR"]: "--train data/bilsky/train_mr --val data/bilsky/val_mr --work work/bilsky",
+    BILSKY_MODELS["CT"]: "--train data/bilsky/train_ct_enhanced --val data/bilsky/val_ct_enhanced --work work/bilsky_ct",
+}
 
 
-def training_command(entry: dict) -> str:
-    """The command that trained a manifest entry, its step counts from the entry's own record (a
+def training_command(name: str, entry: dict) -> str:
+    """The command that trained manifest entry ``name``, its step counts from the entry's own record (a
     grader retrained beside the shipped canal detector says ``--detector-steps 0``)."""
     config = entry.get("training", {}).get("config", {})
     steps = "".join(f" --{key.replace('_', '-')} {config[key]}" for key in ("detector_steps", "grader_steps") if key in config)
-    return TRAINING_COMMAND + steps
+    return f"python -m training train-bilsky {TRAINING_FOLDERS[name]} --models models{steps}"
 
 
 #: The MR grader's validation floor (sensitivity, specificity), as the cards quote it.
@@ -58,7 +63,10 @@ PURPOSE = {
         "Bilsky CT grader (Hallinan 2023, combined window learning): the same prototypical network; the ROI "
         "in the bone (1500/300), abdomen (400/50) and spine (200/100) windows goes through shared weights "
         "with window-specific batch normalisation, and the three windows' probabilities are averaged. "
-        "Classes normal, low (1a, 1b), high (1c, 2, 3); a per-class logit bias chosen on validation for the best kappa."
+        "Classes normal, low (1a, 1b), high (1c, 2, 3); a per-class logit bias chosen on validation for the best kappa. "
+        "Trained on contrast-enhanced (portal venous) staging CT, the CT Hallinan 2023 grades (intravenous contrast "
+        "was an inclusion criterion): enhancing epidural tumour stands out from CSF and cord there. On an axial CT "
+        "that records no contrast agent the app grades all the same and warns CT_WITHOUT_CONTRAST."
     ),
 }
 
@@ -95,7 +103,7 @@ def write_bilsky_cards(models: Path) -> list[Path]:
         written.append(write_card(models, name, CardText(
             purpose=PURPOSE[key] + ("" if key == CANAL_MODEL else class_bias_sentence(key, manifest[name])),
             training_data=TRAINING_DATA,
-            command=training_command(manifest[name]),
+            command=training_command(name, manifest[name]),
             metrics=metrics,
             intended_use=("Grade epidural spinal cord compression on every axial T2 / axial CT image (bilsky[], "
                           "summary.highest_bilsky) to triage studies with high-grade disease for urgent review; "

@@ -48,7 +48,8 @@ STAGES = ("cache", "train", "export", "cards")
 
 #: ``trained_on`` of the shipped models (manifest, report ``software.models[]``, SR).
 TRAINED_ON = ("synthetic spine-map studies only (training/synthetic: axial T2 MR seeds 170000-170299 and 172000-172199, "
-              "axial CT seeds 171000-171149, every field of view, most with cancer); no patient data")
+              "axial CT seeds 171000-171149, contrast-enhanced for the CT grader, every field of view, most with cancer); "
+              "no patient data")
 
 
 def detector_export_spec() -> ExportSpec:

@@ -35,6 +35,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--cancer", choices=("yes", "no"), help="force subjects with or without spinal cancer")
     parser.add_argument("--transitional", choices=sorted(TRANSITIONAL_AFTER),
                         help="force spines with a sixth lumbar (L6) or a thirteenth thoracic (T13) vertebra")
+    parser.add_argument("--ct-contrast", action="store_true",
+                        help="render CT as contrast-enhanced (portal venous) staging CT, as the CT Bilsky grader expects")
     parser.add_argument("--rsna-layout", action="store_true", help="also write RSNA-2024-format CSVs under OUT/rsna")
     parser.add_argument("--jobs", type=int, default=1, help="studies generated in parallel (processes)")
     parser.set_defaults(run=run)
@@ -65,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     cancer = None if args.cancer is None else args.cancer == "yes"
     config = StudyConfig(field_of_view=args.fov, modalities=args.modality, layout=args.layout, series_kinds=args.kinds,
-                         cancer=cancer, transitional=args.transitional)
+                         cancer=cancer, transitional=args.transitional, ct_contrast=args.ct_contrast)
     jobs = [(seed, args.out, config) for seed in range(args.seed, args.seed + args.count)]
     taken = [args.out / f"study_{seed:06d}" / "study" for seed, _, _ in jobs]
     taken = [path for path in taken if path.is_dir() and any(path.iterdir())]

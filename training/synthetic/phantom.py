@@ -101,9 +101,12 @@ class MRSequence:
 
 @dataclass(frozen=True)
 class CTContrast:
-    """CT acquisition: tube voltage in kVp (bone HU rises at low kVp)."""
+    """CT acquisition: tube voltage in kVp (bone and iodine HU rise at low kVp) and intravenous
+    contrast: 0 unenhanced, 1 a typical portal venous staging CT
+    (:data:`~training.synthetic.tissue.PORTAL_VENOUS_ENHANCEMENT_HU`)."""
 
     kvp: float = 120.0
+    iv_contrast: float = 0.0
 
 
 @dataclass
@@ -253,7 +256,7 @@ class SpinePhantom:
 
     def _signal_rows(self, contrast: MRSequence | CTContrast) -> np.ndarray:
         if isinstance(contrast, CTContrast):
-            return ct_numbers(self._rows, contrast.kvp)
+            return ct_numbers(self._rows, contrast.kvp, contrast.iv_contrast)
         if not isinstance(contrast, MRSequence):
             raise TypeError(f"contrast must be MRSequence or CTContrast, not {type(contrast).__name__}")
         return mr_signals(

@@ -382,13 +382,21 @@ def sample_mr_protocol(
     return MRProtocol(kind=kind, sequence=sequence, description=description, tags=tags)
 
 
+#: Iodinated agents written to ContrastBolusAgent of a contrast-enhanced CT.
+CT_CONTRAST_AGENTS: tuple[str, ...] = ("Omnipaque 350", "IOMERON 400", "Visipaque 320", "Ultravist 370", "IOPAMIDOL")
+
+
 def sample_ct_protocol(
-    kind: str, vendor: Vendor, rng: np.random.Generator, *, slice_thickness_mm: float, bone_kernel: bool | None = None
+    kind: str, vendor: Vendor, rng: np.random.Generator, *, slice_thickness_mm: float, bone_kernel: bool | None = None,
+    iv_contrast: float = 0.0, contrast_agent: str = "",
 ) -> CTProtocol:
     """Sample a CT protocol (``ct_axial``, ``ct_sag_reformat``, ``ct_cor_reformat`` or ``ct_scout``).
 
     ImageType follows the selection rules: axial ORIGINAL\\PRIMARY\\AXIAL, reformats
     DERIVED\\SECONDARY\\REFORMATTED (Siemens MPR), scouts ORIGINAL\\PRIMARY\\LOCALIZER.
+    ``iv_contrast`` > 0 renders a contrast-enhanced CT of that strength
+    (:class:`~training.synthetic.phantom.CTContrast`) and records ``contrast_agent`` in
+    ContrastBolusAgent with ContrastBolusRoute IV; it draws nothing from ``rng``.
     """
     kvp = float(rng.choice([100.0, 120.0, 120.0, 140.0]))
     kernels = _CT_KERNELS[vendor.key]
@@ -415,7 +423,10 @@ def sample_ct_protocol(
         "WindowWidth": window[1],
         "ProtocolName": "Spine",
     }
-    return CTProtocol(kind=kind, contrast=CTContrast(kvp=kvp), description=description, tags=tags,
+    if iv_contrast > 0:
+        tags["ContrastBolusAgent"] = contrast_agent
+        tags["ContrastBolusRoute"] = "IV"
+    return CTProtocol(kind=kind, contrast=CTContrast(kvp=kvp, iv_contrast=iv_contrast), description=description, tags=tags,
                       bone_kernel=bone_kernel)
 
 

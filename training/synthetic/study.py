@@ -104,6 +104,7 @@ from training.synthetic import acquisition as acq
 from training.synthetic.dicom_writer import PatientStudy, write_series
 from training.synthetic.phantom import AnatomyConfig, SpinePhantom, make_phantom
 from training.synthetic.protocols import (
+    CT_CONTRAST_AGENTS,
     RSNA_DESCRIPTIONS,
     VENDORS,
     CTProtocol,
@@ -210,6 +211,10 @@ class StudyConfig:
             (training sets for the cancer model are enriched; every other draw stays the same).
         transitional: ``"L6"`` or ``"T13"`` forces that transitional anatomy when ``anatomy`` is None
             (the generator's own draw is standard C1…S1; every other draw stays the same).
+        ct_contrast: True renders every CT series of the study as a contrast-enhanced (portal
+            venous) CT at a strength drawn from 0.6–1.4 of a typical staging CT, with
+            ContrastBolusAgent recorded; the generator's own CT is unenhanced. The strength and agent
+            come from their own random stream, so every other draw stays the same.
         reverse_instance_numbers: force InstanceNumber order against (True) or along (False) slices.
         sagittal_slices: force the slices per sagittal series (the slab keeps its slice step, so it
             gets wider or narrower); for scaling benchmarks.
@@ -236,6 +241,7 @@ class StudyConfig:
     anatomy: AnatomyConfig | None = None
     cancer: bool | None = None
     transitional: str | None = None
+    ct_contrast: bool = False
     reverse_instance_numbers: bool | None = None
     sagittal_slices: int | None = None
     sagittal_matrix: int | None = None
@@ -1020,7 +1026,12 @@ class _Study:
             bottom = top + extent
         volume = planner.ct_axial(top, bottom, whole=self.fov == "whole")
         thickness = volume.slice_thickness_mm
-        axial = sample_ct_protocol("ct_axial", self.vendor, rng, slice_thickness_mm=thickness)
+        enhancement: dict[str, Any] = {}
+        if self.config.ct_contrast:
+            contrast_rng = np.random.default_rng([self.seed, 31])
+            enhancement = {"iv_contrast": float(contrast_rng.uniform(0.6, 1.4)),
+                           "contrast_agent": str(contrast_rng.choice(CT_CONTRAST_AGENTS))}
+        axial = sample_ct_protocol("ct_axial", self.vendor, rng, slice_thickness_mm=thickness, **enhancement)
         if "ct_scout" in kinds:
             grid = planner.ct_scout(volume)
             self.plans.append(SeriesPlan("ct_scout", "CT", [grid],
@@ -1030,7 +1041,7 @@ class _Study:
             if kind in kinds:
                 grid = planner.ct_reformat(volume, sagittal)
                 protocol = sample_ct_protocol(kind, self.vendor, rng, slice_thickness_mm=grid.slice_thickness_mm,
-                                              bone_kernel=axial.bone_kernel)
+                                              bone_kernel=axial.bone_kernel, **enhancement)
                 self.plans.append(SeriesPlan(kind, "CT", [grid], protocol))
 
     def _number_series(self) -> None:
@@ -1273,6 +1284,7 @@ class _Study:
                 "slice_thickness_mm": round(float(p.stacks[0].slice_thickness_mm), 6), "n_stacks": len(p.stacks),
                 "transfer_syntax": str(p.transfer_syntax), "folder": p.folder,
                 "cranio_caudal_range_mm": [round(low, 2), round(high, 2)],
+                **({"iv_contrast": round(p.protocol.contrast.iv_contrast, 4)} if isinstance(p.protocol, CTProtocol) else {}),
             })  # fmt: skip
         return {
             "schema": TRUTH_SCHEMA,

@@ -77,6 +77,8 @@ class TissueTable:
         adc_mm2_s: apparent diffusion coefficient (mm²/s).
         hu: CT number at 120 kVp (Hounsfield units).
         hu_kvp_slope: HU change per kVp below 120 (bone and contrast-like tissues rise at low kVp).
+        hu_iv_contrast: HU added by intravenous iodinated contrast in the portal venous phase of a
+            staging CT, at 120 kVp (:data:`PORTAL_VENOUS_ENHANCEMENT_HU`).
         mr_texture, ct_texture_hu: amplitude of the tissue's texture (relative for MR, HU for CT).
     """
 
@@ -90,6 +92,7 @@ class TissueTable:
     adc_mm2_s: np.ndarray
     hu: np.ndarray
     hu_kvp_slope: np.ndarray
+    hu_iv_contrast: np.ndarray
     mr_texture: np.ndarray
     ct_texture_hu: np.ndarray
 
@@ -136,6 +139,29 @@ _REFERENCE: dict[Tissue, tuple[float, ...]] = {
 }
 
 
+#: Enhancement (HU at 120 kVp) of a portal venous phase staging CT, the CT Hallinan 2023 grades
+#: epidural disease on (intravenous contrast was an inclusion criterion): blood pool and solid organs
+#: rise most, enhancing tumour soft tissue rises from about the cord's density (45 against 35 HU)
+#: to 85-115 HU against unenhanced CSF, cord and fat. Tissues not listed do not enhance.
+PORTAL_VENOUS_ENHANCEMENT_HU: dict[Tissue, float] = {
+    Tissue.FLOWING_BLOOD: 130.0,
+    Tissue.VISCERA: 50.0,
+    Tissue.LIVER: 55.0,
+    Tissue.MUSCLE: 10.0,
+    Tissue.SKIN: 10.0,
+    Tissue.MARROW: 15.0,
+    Tissue.MARROW_OEDEMA: 25.0,
+    Tissue.METASTASIS_LYTIC: 45.0,
+    Tissue.TUMOUR_SOFT: 55.0,
+    Tissue.DARK_LIGAMENT: 10.0,  # dura and the epidural venous plexus along it
+    Tissue.NERVE: 5.0,
+    Tissue.CORD: 5.0,
+}
+
+#: Iodine attenuation per kVp below 120, relative to its 120 kVp value (about +30 % at 100 kVp).
+IODINE_KVP_SLOPE = 0.015
+
+
 def field_scaled_t1(t1_ms: np.ndarray, field_strength_t: float, exponent: float = 0.35) -> np.ndarray:
     """T1 at ``field_strength_t`` from a 1.5 T value (T1 ∝ B0^exponent for water-based tissue)."""
     return t1_ms * (field_strength_t / 1.5) ** exponent
@@ -170,6 +196,7 @@ def sample_tissue_table(rng: np.random.Generator, age_years: float, jitter: floa
         adc_mm2_s=jittered(5) * 1e-3,
         hu=hu,
         hu_kvp_slope=ref[:, 7],
+        hu_iv_contrast=np.array([PORTAL_VENOUS_ENHANCEMENT_HU.get(t, 0.0) for t in Tissue]),
         mr_texture=jittered(8, 0.2),
         ct_texture_hu=jittered(9, 0.2),
     )
@@ -233,6 +260,8 @@ def mr_signals(
     return 1000.0 * signal
 
 
-def ct_numbers(table: TissueTable, kvp: float) -> np.ndarray:
-    """CT number per table row (HU) at tube voltage ``kvp``."""
-    return table.hu + table.hu_kvp_slope * (120.0 - kvp)
+def ct_numbers(table: TissueTable, kvp: float, iv_contrast: float = 0.0) -> np.ndarray:
+    """CT number per table row (HU) at tube voltage ``kvp``; ``iv_contrast`` scales the portal
+    venous enhancement (0 unenhanced, 1 a typical staging CT)."""
+    iodine = iv_contrast * (1.0 + IODINE_KVP_SLOPE * (120.0 - kvp))
+    return table.hu + table.hu_kvp_slope * (120.0 - kvp) + iodine * table.hu_iv_contrast
