@@ -309,3 +309,20 @@ def test_composed_dixon_water_series_stays_recognisably_fat_suppressed(tmp_path)
     assert {"DIXON", "WATER", "COMPOSED"} <= set(image_type)
     roles = {d.series_instance_uid: d.role for d in assign_roles(scan.series)}
     assert all(roles[s["series_instance_uid"]] == s["expected_role"] for s in truth["series"])
+
+
+def test_bilsky_sac_centre_lies_in_the_canal_where_the_spine_is_tilted(tmp_path: Path) -> None:
+    """Seed 841008 images a thoracolumbar spine tilted ~60° against its axial CT planes. The sac centre
+    of each image is where the sac's centreline crosses the plane; the sac point level with the body
+    axis's crossing, projected into the plane, had landed inside the vertebral bodies there."""
+    truth = generate_study(841_008, tmp_path, StudyConfig(series_kinds=("ct_axial",), cancer=True, ct_contrast=True))
+    body = {v["level"]: v for v in truth["vertebrae"]}
+    tilted = 0
+    for entry in truth["bilsky"]:
+        vertebra = body.get(entry["level"])
+        if vertebra is None:
+            continue  # a disc level
+        offset = np.asarray(entry["sac_centre_mm"]) - vertebra["centroid_mm"]
+        assert offset @ np.asarray(vertebra["anterior_axis"]) < -0.5 * vertebra["depth_mm"], entry["level"]  # behind the body
+        tilted += abs(vertebra["superior_axis"][2]) < 0.8
+    assert tilted >= 10  # the test does image a tilted spine

@@ -5,10 +5,10 @@ exactly what they see in the app.
 Flow, per axial image of the ``ax_t2`` (MR) and ``ct_axial`` (CT) series:
 
 1. **Prior** (when the study has labelled vertebrae): the slice plane is intersected with the
-   polyline through the vertebral centroids, and the crossing is moved behind the posterior body
-   wall (:data:`SAC_BEHIND_WALL_MM`) — our own localisation projected through patient coordinates.
-   The same crossing gives the image's **level**: the body it passes through, else the disc between
-   two bodies (:func:`slice_level`).
+   polyline of sac centres, each vertebral centroid moved behind its posterior body wall
+   (:data:`SAC_BEHIND_WALL_MM`) — our own localisation projected through patient coordinates
+   (:meth:`SpineLine.canal_crossing`). The same point gives the image's **level**: the body at its
+   height along the spine, else the disc between two bodies (:meth:`SpineLine.level_at`).
 2. **Canal detector** (network ``canal_detector``): the whole image resampled to
    :data:`DETECTOR_PIXEL_MM` pixels → a heatmap of the thecal sac centre. With a prior, the peak is
    taken under a Gaussian of :data:`PRIOR_SIGMA_MM` around it (no peak: the prior itself is used);
@@ -140,19 +140,24 @@ class SpineLine:
             np.asarray(heights), np.asarray([a.depth_mm for a in axes]),
         )
 
-    def crossing(self, point_mm: np.ndarray, normal: np.ndarray) -> tuple[np.ndarray, np.ndarray, float] | None:
-        """Where the plane (``point_mm``, ``normal``) crosses the line, with the anterior direction
-        and body depth there: ``(crossing, anterior, depth_mm)``, or ``None`` when it misses the
-        line extended by one body height past each end."""
+    def canal_crossing(self, point_mm: np.ndarray, normal: np.ndarray) -> np.ndarray | None:
+        """Where the plane (``point_mm``, ``normal``) crosses the line of sac centres (each centroid
+        moved :data:`SAC_BEHIND_WALL_MM` behind its body's posterior wall), or ``None`` when it
+        misses that line extended by one body height past each end.
+
+        An axial image shows the canal where the canal crosses its plane. Where the spine is tilted
+        against the plane (lordosis, kyphosis) that is not level with where the bodies' line
+        crosses it: a point behind that crossing, moved into the plane, can land inside a body.
+        """
+        sac = self.centroids_mm - self.anterior * (self.depths_mm[:, None] / 2.0 + SAC_BEHIND_WALL_MM)
         first, last = 0, len(self.levels) - 1
         knots = np.concatenate([
-            [self.centroids_mm[first] + self.superior[first] * 2 * self.half_heights_mm[first]],
-            self.centroids_mm,
-            [self.centroids_mm[last] - self.superior[last] * 2 * self.half_heights_mm[last]],
+            [sac[first] + self.superior[first] * 2 * self.half_heights_mm[first]],
+            sac,
+            [sac[last] - self.superior[last] * 2 * self.half_heights_mm[last]],
         ])
-        owner = [first, *range(len(self.levels)), last]
         side = (knots - point_mm) @ normal
-        best = None
+        best: tuple[float, np.ndarray] | None = None
         for i in range(len(knots) - 1):
             if side[i] == side[i + 1] == 0 or side[i] * side[i + 1] > 0:
                 continue
@@ -160,10 +165,8 @@ class SpineLine:
             crossing = knots[i] + t * (knots[i + 1] - knots[i])
             distance = float(np.linalg.norm(crossing - point_mm))
             if best is None or distance < best[0]:
-                a, b = owner[i], owner[i + 1]
-                anterior = (1 - t) * self.anterior[a] + t * self.anterior[b]
-                best = (distance, crossing, anterior / np.linalg.norm(anterior), float((1 - t) * self.depths_mm[a] + t * self.depths_mm[b]))
-        return None if best is None else best[1:]
+                best = (distance, crossing)
+        return None if best is None else best[1]
 
     def level_at(self, point_mm: np.ndarray) -> str | None:
         """The body ``point_mm`` lies within along the spine (its height, any AP position), else the
@@ -184,14 +187,10 @@ def canal_prior(line: SpineLine, geometry: VolumeGeometry, slice_index: int) -> 
     """Projected sac centre on one slice (LPS, in the slice plane) and the slice's level, or
     ``None`` when the slice does not cross the labelled spine (module docstring, step 1)."""
     centre = geometry.index_to_lps([slice_index, (geometry.shape[1] - 1) / 2, (geometry.shape[2] - 1) / 2])
-    normal = geometry.normal
-    found = line.crossing(centre, normal)
-    if found is None:
+    prior = line.canal_crossing(centre, geometry.normal)
+    if prior is None:
         return None
-    crossing, anterior, depth = found
-    prior = crossing - anterior * (depth / 2.0 + SAC_BEHIND_WALL_MM)
-    prior = prior - normal * float((prior - centre) @ normal)
-    return prior, line.level_at(crossing)
+    return prior, line.level_at(prior)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -1307,10 +1307,13 @@ class _Study:
         }
 
     def _bilsky(self) -> list[dict[str, Any]]:
-        """One entry per diagnostic axial image: level, Bilsky grade and the thecal sac centre (LPS mm, in
-        the image plane) where the slice crosses the spine."""
+        """One entry per diagnostic axial image: the thecal sac centre (LPS mm) where the sac's
+        centreline crosses the image plane, and the level and Bilsky grade of the spine there."""
         entries = []
-        axis = self.spine.axis
+        # The thecal sac's centreline: an axial image shows the canal where this crosses its plane.
+        # Where the spine is tilted against the plane (lordosis, kyphosis, obliquity) that is not the
+        # sac point level with the body axis's crossing, which lies out of the plane.
+        canal = self.pose.to_scanner(np.array([self.phantom.sac_centre_at(p) for p in self.pose.to_phantom(self.spine.axis)]))
         for index, plan in enumerate(self.plans):
             if plan.kind not in BILSKY_KINDS:
                 continue
@@ -1320,13 +1323,12 @@ class _Study:
                 n = g.shape[0]
                 for k in range(n):
                     centre = g.index_to_lps([k, (g.shape[1] - 1) / 2, (g.shape[2] - 1) / 2])
-                    crossing = _plane_crossing(axis, centre, g.normal)
-                    point = self.pose.to_phantom(crossing)
+                    # The sac centre in the image plane (the ROI the Bilsky grader is trained to find),
+                    # and the level and grade of the spine's cross-section through it.
+                    sac = _plane_crossing(canal, centre, g.normal)
+                    point = self.pose.to_phantom(sac)
                     level, _ = self.phantom.level_at(point)
                     grade = str(self.phantom.bilsky_grade_at(point))
-                    # The sac centre in the image plane: the ROI the Bilsky grader is trained to find.
-                    sac = self.pose.to_scanner(self.phantom.sac_centre_at(point))
-                    sac = sac - g.normal * float((sac - centre) @ g.normal)
                     entries.append({
                         "series_instance_uid": plan.series_instance_uid,
                         "sop_instance_uid": self.uid("sop", index, stack_index, k),
