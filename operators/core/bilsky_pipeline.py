@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from operators.core.dicom_io import InstanceHeader, StudyScan
-from operators.core.geometry import VolumeGeometry, resample_volume
+from operators.core.geometry import VolumeGeometry, plane_crossing, resample_volume
 from operators.core.gradings import BILSKY_CT_CLASSES, BILSKY_MR_GRADES
 from operators.core.levels import disc_name, level_order
 from operators.core.report import BilskyEntry
@@ -156,17 +156,7 @@ class SpineLine:
             sac,
             [sac[last] - self.superior[last] * 2 * self.half_heights_mm[last]],
         ])
-        side = (knots - point_mm) @ normal
-        best: tuple[float, np.ndarray] | None = None
-        for i in range(len(knots) - 1):
-            if side[i] == side[i + 1] == 0 or side[i] * side[i + 1] > 0:
-                continue
-            t = side[i] / (side[i] - side[i + 1]) if side[i] != side[i + 1] else 0.0
-            crossing = knots[i] + t * (knots[i + 1] - knots[i])
-            distance = float(np.linalg.norm(crossing - point_mm))
-            if best is None or distance < best[0]:
-                best = (distance, crossing)
-        return None if best is None else best[1]
+        return plane_crossing(knots, point_mm, normal)
 
     def level_at(self, point_mm: np.ndarray) -> str | None:
         """The body ``point_mm`` lies within along the spine (its height, any AP position), else the

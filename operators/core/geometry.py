@@ -71,6 +71,22 @@ def plane_of_normal(normal: Sequence[float]) -> Plane:
     return _PLANE_OF_AXIS[int(np.argmax(np.abs(np.asarray(normal, dtype=float))))]
 
 
+def plane_crossing(polyline_mm: np.ndarray, point_mm: np.ndarray, normal: np.ndarray) -> np.ndarray | None:
+    """Where the ``(N, 3)`` polyline crosses the plane through ``point_mm`` with ``normal`` (LPS mm):
+    of several crossings the one nearest ``point_mm``; ``None`` when it does not reach the plane."""
+    side = (np.asarray(polyline_mm, dtype=float) - point_mm) @ normal
+    best: tuple[float, np.ndarray] | None = None
+    for i in range(len(side) - 1):
+        if side[i] == side[i + 1] == 0 or side[i] * side[i + 1] > 0:
+            continue  # a segment in the plane, or one on one side of it
+        t = side[i] / (side[i] - side[i + 1]) if side[i] != side[i + 1] else 0.0
+        crossing = polyline_mm[i] + t * (polyline_mm[i + 1] - polyline_mm[i])
+        distance = float(np.linalg.norm(crossing - point_mm))
+        if best is None or distance < best[0]:
+            best = (distance, crossing)
+    return None if best is None else best[1]
+
+
 def obliquity_degrees(normal: Sequence[float]) -> float:
     """Angle in degrees between ``normal`` and the nearest patient axis (0 for a true plane)."""
     unit = _unit(np.asarray(normal, dtype=float))

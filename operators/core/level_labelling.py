@@ -528,7 +528,7 @@ def beam_search_levels(
             candidates = best[:, None] + steps[i - 1]  # (from, to)
             c_best = np.argmax(candidates, axis=0)
             new[:, 0, t] = candidates[c_best, np.arange(N_CLASSES)] + log_p[i]
-            parent[:, 0, t] = np.ravel_multi_index((c_best, best_d[c_best], np.full(N_CLASSES, t)), scores.shape)
+            parent[:, 0, t] = np.ravel_multi_index((c_best, best_d[c_best], np.full(N_CLASSES, t)), shape)
             new[_C3, 1, t] = scores[_C3, 0, t] + log_p[i, _C3]
             parent[_C3, 1, t] = np.ravel_multi_index((_C3, 0, t), shape)
             for d in range(1, _REPEAT_STATES):
@@ -536,17 +536,17 @@ def beam_search_levels(
                 parent[_S1, d, t] = np.ravel_multi_index((_S1, d - 1, t), shape)
         for c in _TRANSITIONAL_DOUBLES:
             new[c, 1, 1] = scores[c, 0, 0] + log_transitional + log_p[i, c]
-            parent[c, 1, 1] = np.ravel_multi_index((c, 0, 0), scores.shape)
+            parent[c, 1, 1] = np.ravel_multi_index((c, 0, 0), shape)
         prune(new, n - 1 - i)
         scores = new
         back.append(parent.reshape(-1))
 
     state = int(np.argmax(scores.reshape(-1)))
     log_score = float(scores.reshape(-1)[state])
-    classes = [int(np.unravel_index(state, scores.shape)[0])]
+    classes = [int(np.unravel_index(state, shape)[0])]
     for parents in reversed(back):
         state = int(parents[state])
-        classes.append(int(np.unravel_index(state, scores.shape)[0]))
+        classes.append(int(np.unravel_index(state, shape)[0]))
     classes.reverse()
     return LabelSequence(
         levels=tuple(_relabel(classes)),

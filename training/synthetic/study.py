@@ -96,7 +96,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from operators.core.geometry import VolumeGeometry, obliquity_degrees
+from operators.core.geometry import VolumeGeometry, obliquity_degrees, plane_crossing
 from operators.core.gradings import bilsky_ct_class
 from operators.core.levels import level_order
 from operators.core.series_roles import cranio_caudal_range, overlap_fraction
@@ -1379,16 +1379,8 @@ def body_outline_mm(corners: np.ndarray, superior: np.ndarray, anterior: np.ndar
 def _plane_crossing(axis: np.ndarray, point: np.ndarray, normal: np.ndarray) -> np.ndarray:
     """Where the polyline ``axis`` crosses the plane through ``point`` with ``normal``; the crossing
     nearest to ``point``, or the nearest axis sample when the plane misses the axis."""
-    signed = (axis - point) @ normal
-    crossings = np.nonzero(np.signbit(signed[:-1]) != np.signbit(signed[1:]))[0]
-    if crossings.size == 0:
-        return axis[int(np.argmin(np.abs(signed)))]
-    candidates = []
-    for i in crossings:
-        t = signed[i] / (signed[i] - signed[i + 1])
-        candidates.append(axis[i] + t * (axis[i + 1] - axis[i]))
-    candidates_arr = np.array(candidates)
-    return candidates_arr[int(np.argmin(np.linalg.norm(candidates_arr - point, axis=1)))]
+    crossing = plane_crossing(axis, point, normal)
+    return crossing if crossing is not None else axis[int(np.argmin(np.abs((axis - point) @ normal)))]
 
 
 def _r(values: np.ndarray | list[float], digits: int = 3) -> list[float]:
